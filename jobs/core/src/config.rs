@@ -1,0 +1,635 @@
+//! Configuration: the built-in defaults, a TOML file and `LOGFERRY__A__B`
+//! environment overrides, merged and then validated once into [`Settings`].
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::partition::TenantId;
+
+/// The built-in configuration, also the reference for every key.
+pub const DEFAULT_TOML: &str = include_str!("../default.toml");
+
+/// Prefix of environment overrides: `LOGFERRY__FORWARD__MAX_AGE=7d`.
+pub const ENV_PREFIX: &str = "LOGFERRY__";
+
+/// Config file name looked for in the data directory when no file is given.
+pub const DATA_DIR_CONFIG: &str = "logferry.toml";
+
+/// The configuration as written (see `default.toml` for every key's meaning).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the lake and the export store live.
+    pub storage: StorageConfig,
+    /// Decoding, validation and micro-batching at the edge.
+    pub forward: ForwardConfig,
+    /// Parquet encoding shared by every stage.
+    pub parquet: ParquetConfig,
+    /// The SQL program of the aggregate stage.
+    pub aggregate: AggregateConfig,
+    /// The warehouse the export stage loads.
+    pub warehouse: WarehouseConfig,
+    /// Tenants and the sources that belong to them.
+    #[serde(default, rename = "tenant")]
+    pub tenants: Vec<TenantConfig>,
+}
+
+/// `[storage]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Lake URL; empty means `<data-dir>/lake`.
+    pub lake: String,
+    /// Export store URL; empty means `<data-dir>/export`.
+    pub export: String,
+}
+
+/// `[forward]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardConfig {
+    /// NDJSON field naming the arrival stream.
+    pub stream_field: String,
+    /// Oldest accepted event time, relative to now.
+    pub max_age: String,
+    /// Latest accepted event time, relative to now.
+    pub max_skew: String,
+    /// Fixed "now" (RFC 3339) for the range check; empty for the wall clock.
+    pub reference_time: String,
+    /// Largest message in bytes.
+    pub max_message_bytes: usize,
+    /// Largest record (line or event) in bytes.
+    pub max_record_bytes: usize,
+    /// Largest decompressed envelope in bytes.
+    pub max_envelope_bytes: usize,
+    /// Most events per envelope.
+    pub max_envelope_events: usize,
+    /// Raw payload bytes kept per dead-letter entry.
+    pub dlq_raw_limit: usize,
+    /// Records per landing object.
+    pub batch_max_records: usize,
+    /// Bytes (decoded) per landing object.
+    pub batch_max_bytes: usize,
+    /// Age of the oldest buffered record before a flush (streaming inputs).
+    pub batch_max_age: String,
+    /// Bound on all open buffers together.
+    pub max_buffered_bytes: usize,
+}
+
+/// `[parquet]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParquetConfig {
+    /// zstd level.
+    pub zstd_level: i32,
+    /// Rows per row group.
+    pub row_group_rows: usize,
+}
+
+/// `[aggregate]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregateConfig {
+    /// Directory holding the SQL program; empty for the built-in copy.
+    pub sql_dir: String,
+}
+
+/// `[warehouse]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WarehouseConfig {
+    /// Warehouse kind: `local`.
+    pub kind: String,
+    /// Location of the local warehouse; empty means `<data-dir>/warehouse`.
+    pub path: String,
+}
+
+/// One `[[tenant]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    /// Tenant id: `[a-z0-9][a-z0-9-]{0,62}`.
+    pub id: String,
+    /// Kinesis stream names (and NDJSON `stream` values) of this tenant.
+    #[serde(default)]
+    pub streams: Vec<String>,
+    /// CloudWatch Logs log group prefixes of this tenant.
+    #[serde(default)]
+    pub log_groups: Vec<String>,
+    /// AWS accounts allowed to send for this tenant; empty allows any.
+    #[serde(default)]
+    pub accounts: Vec<String>,
+}
+
+/// Where the merged configuration came from, for messages.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigSource {
+    /// The file merged over the defaults, if any.
+    pub file: Option<PathBuf>,
+    /// Environment variables that overrode keys.
+    pub env_keys: Vec<String>,
+}
+
+impl Config {
+    /// Loads defaults, then `file` (if any), then the given environment overrides.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<(Config, ConfigSource)> {
+        let mut merged: toml::Table = DEFAULT_TOML
+            .parse()
+            .map_err(|e| Error::Config(format!("built-in defaults: {e}")))?;
+        let mut source = ConfigSource::default();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
+            let table: toml::Table = text
+                .parse()
+                .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+            merge(&mut merged, table);
+            source.file = Some(path.to_path_buf());
+        }
+        let mut env: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .collect();
+        env.sort();
+        for (key, value) in env {
+            apply_env(&mut merged, &key, &value)?;
+            source.env_keys.push(key);
+        }
+        let config = Config::deserialize(toml::Value::Table(merged)).map_err(|e| {
+            Error::Config(format!(
+                "{}: {e}",
+                source
+                    .file
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "configuration".into())
+            ))
+        })?;
+        Ok((config, source))
+    }
+
+    /// Validates the configuration against a data directory.
+    pub fn validate(self, data_dir: &Path) -> Result<Settings> {
+        let f = &self.forward;
+        let reference_time = if f.reference_time.trim().is_empty() {
+            None
+        } else {
+            Some(
+                DateTime::parse_from_rfc3339(f.reference_time.trim())
+                    .map_err(|e| {
+                        Error::Config(format!(
+                            "forward.reference_time {:?} is not RFC 3339: {e}",
+                            f.reference_time
+                        ))
+                    })?
+                    .with_timezone(&Utc),
+            )
+        };
+        let positive = |name: &str, v: usize| -> Result<usize> {
+            if v == 0 {
+                Err(Error::Config(format!("{name} must be greater than 0")))
+            } else {
+                Ok(v)
+            }
+        };
+        let forward = ForwardSettings {
+            stream_field: non_empty("forward.stream_field", &f.stream_field)?,
+            max_age: parse_duration("forward.max_age", &f.max_age)?,
+            max_skew: parse_duration("forward.max_skew", &f.max_skew)?,
+            reference_time,
+            max_message_bytes: positive("forward.max_message_bytes", f.max_message_bytes)?,
+            max_record_bytes: positive("forward.max_record_bytes", f.max_record_bytes)?,
+            max_envelope_bytes: positive("forward.max_envelope_bytes", f.max_envelope_bytes)?,
+            max_envelope_events: positive("forward.max_envelope_events", f.max_envelope_events)?,
+            dlq_raw_limit: f.dlq_raw_limit,
+            batch_max_records: positive("forward.batch_max_records", f.batch_max_records)?,
+            batch_max_bytes: positive("forward.batch_max_bytes", f.batch_max_bytes)?,
+            batch_max_age: parse_duration("forward.batch_max_age", &f.batch_max_age)?,
+            max_buffered_bytes: positive("forward.max_buffered_bytes", f.max_buffered_bytes)?,
+        };
+        if !(1..=22).contains(&self.parquet.zstd_level) {
+            return Err(Error::Config(format!(
+                "parquet.zstd_level must be 1..=22, got {}",
+                self.parquet.zstd_level
+            )));
+        }
+        let parquet = ParquetSettings {
+            zstd_level: self.parquet.zstd_level,
+            row_group_rows: positive("parquet.row_group_rows", self.parquet.row_group_rows)?,
+        };
+        let location = |value: &str, default: &str| -> String {
+            if value.trim().is_empty() {
+                data_dir.join(default).display().to_string()
+            } else {
+                value.trim().to_string()
+            }
+        };
+        let warehouse = match self.warehouse.kind.as_str() {
+            "local" => WarehouseSettings::Local {
+                url: location(&self.warehouse.path, "warehouse"),
+            },
+            other => {
+                return Err(Error::Config(format!(
+                    "warehouse.kind {other:?} is not known; use \"local\""
+                )));
+            }
+        };
+        let sql_dir = if self.aggregate.sql_dir.trim().is_empty() {
+            None
+        } else {
+            Some(PathBuf::from(self.aggregate.sql_dir.trim()))
+        };
+        Ok(Settings {
+            data_dir: data_dir.to_path_buf(),
+            lake_url: location(&self.storage.lake, "lake"),
+            export_url: location(&self.storage.export, "export"),
+            forward,
+            parquet,
+            sql_dir,
+            warehouse,
+            tenants: TenantRegistry::new(&self.tenants)?,
+        })
+    }
+}
+
+/// The validated configuration every job is built from.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Root of the embedded default.
+    pub data_dir: PathBuf,
+    /// Lake URL.
+    pub lake_url: String,
+    /// Export store URL.
+    pub export_url: String,
+    /// Forward settings.
+    pub forward: ForwardSettings,
+    /// Parquet settings.
+    pub parquet: ParquetSettings,
+    /// Directory of the SQL program, `None` for the built-in one.
+    pub sql_dir: Option<PathBuf>,
+    /// Warehouse choice.
+    pub warehouse: WarehouseSettings,
+    /// Tenants and their sources.
+    pub tenants: TenantRegistry,
+}
+
+/// Validated `[forward]`.
+#[derive(Debug, Clone)]
+pub struct ForwardSettings {
+    /// NDJSON arrival-stream field.
+    pub stream_field: String,
+    /// Oldest accepted event time relative to now.
+    pub max_age: Duration,
+    /// Latest accepted event time relative to now.
+    pub max_skew: Duration,
+    /// Fixed "now", if configured.
+    pub reference_time: Option<DateTime<Utc>>,
+    /// Largest message in bytes.
+    pub max_message_bytes: usize,
+    /// Largest record in bytes.
+    pub max_record_bytes: usize,
+    /// Largest decompressed envelope.
+    pub max_envelope_bytes: usize,
+    /// Most events per envelope.
+    pub max_envelope_events: usize,
+    /// Raw bytes kept per dead-letter entry.
+    pub dlq_raw_limit: usize,
+    /// Records per landing object.
+    pub batch_max_records: usize,
+    /// Decoded bytes per landing object.
+    pub batch_max_bytes: usize,
+    /// Oldest buffered record before a flush, for streaming inputs.
+    pub batch_max_age: Duration,
+    /// Bound on all open buffers.
+    pub max_buffered_bytes: usize,
+}
+
+/// Validated `[parquet]`.
+#[derive(Debug, Clone, Copy)]
+pub struct ParquetSettings {
+    /// zstd level.
+    pub zstd_level: i32,
+    /// Rows per row group.
+    pub row_group_rows: usize,
+}
+
+/// Validated `[warehouse]`.
+#[derive(Debug, Clone)]
+pub enum WarehouseSettings {
+    /// Local Parquet warehouse at a URL.
+    Local {
+        /// Location URL or path.
+        url: String,
+    },
+}
+
+/// A configured tenant.
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    /// Position in the configuration (dense, from 0).
+    pub index: usize,
+    /// Validated id.
+    pub id: TenantId,
+    /// Kinesis streams / NDJSON stream values.
+    pub streams: Vec<String>,
+    /// Log group prefixes.
+    pub log_groups: Vec<String>,
+    /// Allowed sender accounts; empty allows any.
+    pub accounts: Vec<String>,
+}
+
+impl Tenant {
+    /// True when `account` may send for this tenant.
+    pub fn allows_account(&self, account: &str) -> bool {
+        self.accounts.is_empty() || self.accounts.iter().any(|a| a == account)
+    }
+}
+
+/// Maps sources to tenants. Built only from a validated configuration: no two
+/// tenants share a stream, and no log group prefix of one tenant is a prefix of
+/// another's, so every source has at most one owner.
+#[derive(Debug, Clone, Default)]
+pub struct TenantRegistry {
+    tenants: Vec<Tenant>,
+    by_id: HashMap<String, usize>,
+    by_stream: HashMap<String, usize>,
+    log_groups: Vec<(String, usize)>,
+}
+
+impl TenantRegistry {
+    /// Validates tenants and builds the lookup tables.
+    pub fn new(configs: &[TenantConfig]) -> Result<Self> {
+        let mut reg = TenantRegistry::default();
+        for c in configs {
+            let id = TenantId::new(&c.id).map_err(|e| Error::Config(format!("[[tenant]] {e}")))?;
+            let idx = reg.tenants.len();
+            if reg.by_id.insert(c.id.clone(), idx).is_some() {
+                return Err(Error::Config(format!("tenant {:?} is configured twice", c.id)));
+            }
+            for s in &c.streams {
+                validate_stream_name(s)?;
+                if let Some(other) = reg.by_stream.insert(s.clone(), idx) {
+                    return Err(Error::Config(format!(
+                        "stream {s:?} belongs to both {} and {}",
+                        reg.tenants[other].id, c.id
+                    )));
+                }
+            }
+            for g in &c.log_groups {
+                if g.is_empty() || g.len() > 512 || g.chars().any(|ch| ch.is_control()) {
+                    return Err(Error::Config(format!(
+                        "tenant {}: log group prefix {g:?} must be 1..=512 printable characters",
+                        c.id
+                    )));
+                }
+                for (other, oidx) in &reg.log_groups {
+                    if *oidx != idx && (other.starts_with(g.as_str()) || g.starts_with(other)) {
+                        return Err(Error::Config(format!(
+                            "log group prefixes {g:?} ({}) and {other:?} ({}) overlap: \
+                             a log group would have two owners",
+                            c.id, reg.tenants[*oidx].id
+                        )));
+                    }
+                }
+                reg.log_groups.push((g.clone(), idx));
+            }
+            for a in &c.accounts {
+                if a.len() != 12 || !a.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(Error::Config(format!(
+                        "tenant {}: account {a:?} is not a 12-digit AWS account id",
+                        c.id
+                    )));
+                }
+            }
+            reg.tenants.push(Tenant {
+                index: idx,
+                id,
+                streams: c.streams.clone(),
+                log_groups: c.log_groups.clone(),
+                accounts: c.accounts.clone(),
+            });
+        }
+        Ok(reg)
+    }
+
+    /// All tenants in configuration order.
+    pub fn all(&self) -> &[Tenant] {
+        &self.tenants
+    }
+
+    /// True when no tenant is configured.
+    pub fn is_empty(&self) -> bool {
+        self.tenants.is_empty()
+    }
+
+    /// The tenant with this id.
+    pub fn get(&self, id: &str) -> Option<&Tenant> {
+        self.by_id.get(id).map(|&i| &self.tenants[i])
+    }
+
+    /// The tenant owning a stream.
+    pub fn by_stream(&self, stream: &str) -> Option<&Tenant> {
+        self.by_stream.get(stream).map(|&i| &self.tenants[i])
+    }
+
+    /// The tenant owning a log group (by prefix).
+    pub fn by_log_group(&self, group: &str) -> Option<&Tenant> {
+        self.log_groups
+            .iter()
+            .find(|(prefix, _)| group.starts_with(prefix.as_str()))
+            .map(|&(_, i)| &self.tenants[i])
+    }
+}
+
+fn validate_stream_name(s: &str) -> Result<()> {
+    let ok = !s.is_empty()
+        && s.len() <= 128
+        && s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "stream name {s:?} must be 1..=128 characters of [a-zA-Z0-9_.-]"
+        )))
+    }
+}
+
+fn non_empty(name: &str, v: &str) -> Result<String> {
+    if v.trim().is_empty() {
+        Err(Error::Config(format!("{name} must not be empty")))
+    } else {
+        Ok(v.trim().to_string())
+    }
+}
+
+/// Parses `15m`, `14d`, `500ms`, `60s`, `1h`.
+pub fn parse_duration(name: &str, text: &str) -> Result<Duration> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| Error::Config(format!("{name} = {text:?}: expected e.g. 15m, 14d, 60s")))?;
+    let secs = match unit {
+        "ms" => return Ok(Duration::from_millis(n)),
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => {
+            return Err(Error::Config(format!(
+                "{name} = {text:?}: unit must be one of ms, s, m, h, d"
+            )));
+        }
+    };
+    n.checked_mul(secs)
+        .map(Duration::from_secs)
+        .ok_or_else(|| Error::Config(format!("{name} = {text:?} is too large")))
+}
+
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+fn apply_env(table: &mut toml::Table, key: &str, value: &str) -> Result<()> {
+    let path: Vec<String> = key[ENV_PREFIX.len()..]
+        .split("__")
+        .map(|s| s.to_ascii_lowercase())
+        .collect();
+    if path.iter().any(|p| p.is_empty()) {
+        return Err(Error::Config(format!(
+            "environment variable {key}: expected LOGFERRY__SECTION__KEY"
+        )));
+    }
+    let parsed = format!("v = {value}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .filter(|v| !matches!(v, toml::Value::Datetime(_)))
+        .unwrap_or_else(|| toml::Value::String(value.to_string()));
+    let (last, parents) = path.split_last().expect("path has at least one segment");
+    let mut cur = table;
+    for p in parents {
+        let entry = cur
+            .entry(p.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cur = match entry {
+            toml::Value::Table(t) => t,
+            _ => {
+                return Err(Error::Config(format!(
+                    "environment variable {key}: {p} is not a section"
+                )));
+            }
+        };
+    }
+    cur.insert(last.clone(), parsed);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(file: Option<&str>, env: &[(&str, &str)]) -> Result<Config> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        if let Some(text) = file {
+            std::fs::write(&path, text).unwrap();
+        }
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Config::load(file.map(|_| path.as_path()), env).map(|(c, _)| c)
+    }
+
+    #[test]
+    fn defaults_validate() {
+        let s = load(None, &[]).unwrap().validate(Path::new("/d")).unwrap();
+        assert_eq!(s.forward.max_age, Duration::from_secs(14 * 86400));
+        assert_eq!(s.forward.max_skew, Duration::from_secs(15 * 60));
+        assert_eq!(s.forward.max_message_bytes, 256 * 1024);
+        assert_eq!(s.lake_url, "/d/lake");
+        assert!(s.tenants.is_empty());
+    }
+
+    #[test]
+    fn layering_file_then_env() {
+        let file = "[forward]\nmax_age = \"7d\"\nmax_skew = \"1m\"\n[[tenant]]\nid = \"t-1\"\nstreams = [\"s1\"]\n";
+        let c = load(
+            Some(file),
+            &[
+                ("LOGFERRY__FORWARD__MAX_SKEW", "5m"),
+                ("LOGFERRY__PARQUET__ZSTD_LEVEL", "9"),
+                ("LOGFERRY__FORWARD__REFERENCE_TIME", "2026-01-02T03:04:05Z"),
+                ("OTHER", "ignored"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.forward.max_age, "7d");
+        assert_eq!(c.forward.max_skew, "5m");
+        assert_eq!(c.parquet.zstd_level, 9);
+        let s = c.validate(Path::new("/d")).unwrap();
+        assert_eq!(
+            s.forward.reference_time.unwrap().to_rfc3339(),
+            "2026-01-02T03:04:05+00:00"
+        );
+        assert_eq!(s.tenants.by_stream("s1").unwrap().id.as_str(), "t-1");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let e = load(Some("[forward]\nmax_agee = \"7d\"\n"), &[]).unwrap_err();
+        assert!(e.to_string().contains("max_agee"), "{e}");
+        let e = load(None, &[("LOGFERRY__FORWARD__NOPE", "1")]).unwrap_err();
+        assert!(e.to_string().contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn tenant_validation() {
+        for bad in ["../x", "a/b", "", "UPPER", "-lead", &"x".repeat(64)] {
+            let file = format!("[[tenant]]\nid = {bad:?}\n");
+            let e = load(Some(&file), &[]).unwrap().validate(Path::new("/d"));
+            assert!(e.is_err(), "{bad:?} accepted");
+        }
+        let dup = "[[tenant]]\nid=\"a\"\nstreams=[\"s\"]\n[[tenant]]\nid=\"b\"\nstreams=[\"s\"]\n";
+        assert!(load(Some(dup), &[]).unwrap().validate(Path::new("/d")).is_err());
+        let overlap = "[[tenant]]\nid=\"a\"\nlog_groups=[\"/t/a\"]\n[[tenant]]\nid=\"b\"\nlog_groups=[\"/t/a/b\"]\n";
+        let e = load(Some(overlap), &[]).unwrap().validate(Path::new("/d")).unwrap_err();
+        assert!(e.to_string().contains("overlap"), "{e}");
+        let acct = "[[tenant]]\nid=\"a\"\naccounts=[\"123\"]\n";
+        assert!(load(Some(acct), &[]).unwrap().validate(Path::new("/d")).is_err());
+    }
+
+    #[test]
+    fn log_group_prefix_lookup() {
+        let f = "[[tenant]]\nid=\"a\"\nlog_groups=[\"/tenants/a/\"]\naccounts=[\"111111111111\"]\n";
+        let s = load(Some(f), &[]).unwrap().validate(Path::new("/d")).unwrap();
+        let t = s.tenants.by_log_group("/tenants/a/checkout").unwrap();
+        assert!(t.allows_account("111111111111"));
+        assert!(!t.allows_account("222222222222"));
+        assert!(s.tenants.by_log_group("/tenants/ab/x").is_none());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("x", "500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("x", "2h").unwrap(), Duration::from_secs(7200));
+        assert!(parse_duration("x", "2 weeks").is_err());
+        assert!(parse_duration("x", "h").is_err());
+    }
+}

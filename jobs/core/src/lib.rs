@@ -1,0 +1,13 @@
+//! logferry core: configuration, storage locations, table schemas, partition
+//! paths, the `_state` ledger and the metrics every stage reports.
+
+pub mod config;
+pub mod error;
+pub mod ids;
+pub mod ledger;
+pub mod metrics;
+pub mod partition;
+pub mod schema;
+pub mod storage;
+
+pub use error::{Error, Result};

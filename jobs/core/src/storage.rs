@@ -1,0 +1,208 @@
+//! Storage locations: every place logferry reads or writes is a URL resolved
+//! to an `Arc<dyn ObjectStore>` rooted at that URL, plus the helpers for the
+//! two kinds of write the pipeline makes (create-once, and Parquet encoding).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+use crate::config::ParquetSettings;
+use crate::error::{Error, Result};
+
+/// A store rooted at a URL; paths handed to `store` are relative to `url`.
+#[derive(Clone)]
+pub struct Location {
+    /// The URL as configured, for messages.
+    pub url: String,
+    /// The store, rooted at the URL.
+    pub store: Arc<dyn ObjectStore>,
+}
+
+impl std::fmt::Debug for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Location").field("url", &self.url).finish()
+    }
+}
+
+impl Location {
+    /// Resolves a URL: `file:///abs/path`, a plain path, or `memory://`.
+    pub fn open(url: &str) -> Result<Self> {
+        let url = url.trim();
+        if let Some(rest) = url.strip_prefix("memory://") {
+            let _ = rest;
+            return Ok(Location {
+                url: url.to_string(),
+                store: Arc::new(InMemory::new()),
+            });
+        }
+        if let Some((scheme, _)) = url.split_once("://")
+            && scheme != "file"
+        {
+            return Err(Error::Config(format!(
+                "{url}: the {scheme}:// scheme is not supported by this build \
+                 (supported: file://, plain paths, memory://)"
+            )));
+        }
+        let path = match url.strip_prefix("file://") {
+            Some(p) => PathBuf::from(p),
+            None => PathBuf::from(url),
+        };
+        std::fs::create_dir_all(&path).map_err(|e| Error::io(path.display(), e))?;
+        let abs = std::fs::canonicalize(&path).map_err(|e| Error::io(path.display(), e))?;
+        let store = LocalFileSystem::new_with_prefix(&abs)
+            .map_err(|e| Error::storage(abs.display(), e))?;
+        Ok(Location {
+            url: format!("file://{}", abs.display()),
+            store: Arc::new(store),
+        })
+    }
+
+    /// Wraps an existing store (tests, shared in-memory stores).
+    pub fn from_store(url: impl Into<String>, store: Arc<dyn ObjectStore>) -> Self {
+        Location {
+            url: url.into(),
+            store,
+        }
+    }
+}
+
+/// What a create-once write found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    /// The object was written.
+    New,
+    /// An object already existed at that path; nothing was written.
+    Existed,
+}
+
+/// Writes an object only if none exists at `path` (`PutMode::Create`). File
+/// names in the lake are deterministic, so finding the object already there
+/// means an earlier run wrote it: the caller treats that as done.
+pub async fn put_create(store: &dyn ObjectStore, path: &Path, bytes: Bytes) -> Result<Created> {
+    let opts = PutOptions {
+        mode: PutMode::Create,
+        ..Default::default()
+    };
+    match store.put_opts(path, PutPayload::from(bytes), opts).await {
+        Ok(_) => Ok(Created::New),
+        Err(object_store::Error::AlreadyExists { .. }) => Ok(Created::Existed),
+        Err(e) => Err(Error::storage(path, e)),
+    }
+}
+
+/// Lists every object under a prefix (recursively). A missing prefix is empty.
+pub async fn list_all(store: &dyn ObjectStore, prefix: &Path) -> Result<Vec<ObjectMeta>> {
+    let mut out: Vec<ObjectMeta> = store
+        .list(Some(prefix))
+        .try_collect()
+        .await
+        .map_err(|e| Error::storage(prefix, e))?;
+    out.sort_by(|a, b| a.location.cmp(&b.location));
+    Ok(out)
+}
+
+/// Deletes an object; a missing object is not an error.
+pub async fn delete_if_exists(store: &dyn ObjectStore, path: &Path) -> Result<()> {
+    match store.delete(path).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+        Err(e) => Err(Error::storage(path, e)),
+    }
+}
+
+/// Writer properties for every Parquet object logferry writes.
+pub fn writer_properties(p: &ParquetSettings) -> Result<WriterProperties> {
+    let level = ZstdLevel::try_new(p.zstd_level)?;
+    Ok(WriterProperties::builder()
+        .set_compression(Compression::ZSTD(level))
+        .set_max_row_group_row_count(Some(p.row_group_rows))
+        .set_created_by(format!("logferry {}", env!("CARGO_PKG_VERSION")))
+        .build())
+}
+
+/// Encodes batches as one Parquet file in memory.
+pub fn encode_parquet(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    props: &WriterProperties,
+) -> Result<Bytes> {
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    let mut buf = Vec::with_capacity(64 * 1024 + rows * 64);
+    let mut w = ArrowWriter::try_new(&mut buf, schema.clone(), Some(props.clone()))?;
+    for b in batches {
+        w.write(b)?;
+    }
+    w.close()?;
+    Ok(Bytes::from(buf))
+}
+
+/// Reads a whole Parquet object into batches.
+pub async fn read_parquet(store: &dyn ObjectStore, path: &Path) -> Result<Vec<RecordBatch>> {
+    let bytes = store
+        .get(path)
+        .await
+        .map_err(|e| Error::storage(path, e))?
+        .bytes()
+        .await
+        .map_err(|e| Error::storage(path, e))?;
+    let reader =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?;
+    let batches = reader.collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(batches)
+}
+
+/// Row count of a Parquet object from its footer.
+pub async fn parquet_rows(store: &dyn ObjectStore, path: &Path) -> Result<u64> {
+    let bytes = store
+        .get(path)
+        .await
+        .map_err(|e| Error::storage(path, e))?
+        .bytes()
+        .await
+        .map_err(|e| Error::storage(path, e))?;
+    let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)?;
+    Ok(b.metadata().file_metadata().num_rows().max(0) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn create_once_and_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let loc = Location::open(dir.path().to_str().unwrap()).unwrap();
+        let p = Path::from("a/b/c.txt");
+        assert_eq!(
+            put_create(loc.store.as_ref(), &p, Bytes::from("1")).await.unwrap(),
+            Created::New
+        );
+        assert_eq!(
+            put_create(loc.store.as_ref(), &p, Bytes::from("2")).await.unwrap(),
+            Created::Existed
+        );
+        let got = loc.store.get(&p).await.unwrap().bytes().await.unwrap();
+        assert_eq!(&got[..], b"1");
+        let all = list_all(loc.store.as_ref(), &Path::from("a")).await.unwrap();
+        assert_eq!(all.len(), 1);
+        assert!(list_all(loc.store.as_ref(), &Path::from("missing")).await.unwrap().is_empty());
+        delete_if_exists(loc.store.as_ref(), &p).await.unwrap();
+        delete_if_exists(loc.store.as_ref(), &p).await.unwrap();
+    }
+
+    #[test]
+    fn unsupported_schemes_are_clear_errors() {
+        let e = Location::open("ftp://x/y").unwrap_err();
+        assert!(e.to_string().contains("ftp://"), "{e}");
+    }
+}
