@@ -143,12 +143,13 @@ impl Ledger {
         Ok(())
     }
 
-    /// The latest version of every key directly holding versions under
-    /// `prefix`, found with one listing: key (relative to the ledger root) to
-    /// its latest document.
+    /// The latest version of every key under `prefix` that `select` accepts,
+    /// found with one listing: key (relative to the ledger root) to its latest
+    /// document.
     pub async fn latest_under<T: DeserializeOwned>(
         &self,
         prefix: &str,
+        select: impl Fn(&str) -> bool,
     ) -> Result<BTreeMap<String, Versioned<T>>> {
         let metas = list_all(self.store.as_ref(), &self.path(prefix)).await?;
         let root = format!("{}/", self.root);
@@ -160,7 +161,7 @@ impl Ledger {
             let Some((key, file)) = rel.rsplit_once('/') else {
                 continue;
             };
-            if let Some(v) = parse_version(file) {
+            if let Some(v) = parse_version(file).filter(|_| select(key)) {
                 let e = latest.entry(key.to_string()).or_insert(v);
                 *e = (*e).max(v);
             }
@@ -235,9 +236,11 @@ mod tests {
             l.commit("w/a", Some(v), &Doc { n: v as u32 + 1 }).await.unwrap();
         }
         assert_eq!(l.versions("w/a").await.unwrap(), vec![7, 8, 9, 10]);
-        let all = l.latest_under::<Doc>("w").await.unwrap();
+        let all = l.latest_under::<Doc>("w", |_| true).await.unwrap();
         assert_eq!(all["w/a"].value, Doc { n: 10 });
         assert_eq!(all["w/a/sub"].value, Doc { n: 7 });
+        let subs = l.latest_under::<Doc>("w", |k| k.ends_with("/sub")).await.unwrap();
+        assert_eq!(subs.keys().collect::<Vec<_>>(), ["w/a/sub"]);
         assert!(l.put_once("runs/r1.json", &Doc { n: 1 }).await.unwrap());
         assert!(!l.put_once("runs/r1.json", &Doc { n: 2 }).await.unwrap());
         assert_eq!(l.get::<Doc>("runs/r1.json").await.unwrap(), Doc { n: 1 });

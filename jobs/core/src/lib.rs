@@ -2,6 +2,7 @@
 //! paths, the `_state` ledger and the metrics every stage reports.
 
 pub mod config;
+pub mod dlq;
 pub mod error;
 pub mod ids;
 pub mod ledger;

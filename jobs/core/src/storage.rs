@@ -161,6 +161,19 @@ pub async fn read_parquet(store: &dyn ObjectStore, path: &Path) -> Result<Vec<Re
     Ok(batches)
 }
 
+/// Arrow schema of a Parquet object, from its footer.
+pub async fn parquet_schema(store: &dyn ObjectStore, path: &Path) -> Result<SchemaRef> {
+    let bytes = store
+        .get(path)
+        .await
+        .map_err(|e| Error::storage(path, e))?
+        .bytes()
+        .await
+        .map_err(|e| Error::storage(path, e))?;
+    let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)?;
+    Ok(b.schema().clone())
+}
+
 /// Row count of a Parquet object from its footer.
 pub async fn parquet_rows(store: &dyn ObjectStore, path: &Path) -> Result<u64> {
     let bytes = store
