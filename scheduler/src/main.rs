@@ -1,1 +1,146 @@
-fn main() {}
+//! The `logferry` binary: runs the forward, aggregate and export jobs, once per
+//! invocation (what a scheduler calls), and answers SQL, reconcile and status.
+
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Parser;
+
+use logferry::cli::{self, Cli, Command, InputFormat};
+use logferry::context::Ctx;
+use logferry::{demo, forward, reconcile, run, sql, status};
+use logferry_core::partition::Window;
+
+fn init_logging(g: &cli::Global) {
+    let default = match (g.quiet, g.verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, _) => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LOGFERRY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn window(arg: &Option<String>) -> Result<Option<Window>> {
+    Ok(match arg {
+        Some(w) => Some(Window::parse(w)?),
+        None => None,
+    })
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+async fn dispatch(cli: Cli) -> Result<ExitCode> {
+    let g = &cli.global;
+    let quiet = g.quiet;
+    match &cli.command {
+        Command::Demo {
+            records,
+            tenants,
+            seed,
+            bad_fraction,
+            json,
+        } => {
+            let r = demo::demo(g, *records, *tenants, *seed, *bad_fraction, quiet || *json).await?;
+            if *json {
+                print_json(&r)?;
+            } else {
+                demo::print(&r, &g.data_dir);
+            }
+            Ok(if r.mismatches.is_empty() && r.reconcile.balanced {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Forward {
+            input,
+            format,
+            json,
+        } => {
+            let ctx = Ctx::open(g)?;
+            let format = match format {
+                InputFormat::Ndjson => logferry_forward::Format::Ndjson,
+                InputFormat::Cloudwatch => logferry_forward::Format::Cloudwatch,
+            };
+            let r = forward::forward(&ctx, input, format, quiet || *json).await?;
+            if *json {
+                print_json(&r)?;
+            } else if !quiet {
+                forward::print(&r);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run { window: w, json } => {
+            let ctx = Ctx::open(g)?;
+            let r = run::run(&ctx, window(w)?, quiet || *json).await?;
+            if *json {
+                print_json(&r)?;
+            } else if !quiet {
+                run::print(&r);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sql { query, format } => {
+            let ctx = Ctx::open(g)?;
+            let (s, _) = sql::session(&ctx, None).await?;
+            let batches = sql::query(&s, query).await?;
+            let stdout = std::io::stdout();
+            sql::write(&batches, *format, &mut stdout.lock())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Reconcile { window: w, json } => {
+            let ctx = Ctx::open(g)?;
+            let r = reconcile::reconcile(&ctx, window(w)?).await?;
+            if *json {
+                print_json(&r)?;
+            } else {
+                reconcile::print(&r);
+            }
+            Ok(if r.balanced {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Status { json } => {
+            let ctx = Ctx::open(g)?;
+            let r = status::status(&ctx).await?;
+            if *json {
+                print_json(&r)?;
+            } else {
+                status::print(&r);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.global);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -10,7 +10,7 @@ use datafusion::prelude::SessionContext;
 use object_store::path::Path;
 
 use logferry_core::ledger::Ledger;
-use logferry_core::partition::{DLQ, LANDING, STATE};
+use logferry_core::partition::{DLQ, LANDING, STATE, Window, parse_partition};
 use logferry_core::schema::{dead_letter_schema, log_record_schema};
 use logferry_core::storage::{Location, list_all, parquet_schema};
 
@@ -29,48 +29,88 @@ pub async fn committed_runs(ledger: &Ledger) -> Result<BTreeMap<String, Aggregat
         .collect())
 }
 
-/// Registers `landing`, `dlq`, `curated` and the rollup tables of `lake`.
-/// Returns the committed runs it read.
+/// The objects that make up the lake's tables, optionally only those of one
+/// window (by their partition path).
+#[derive(Debug, Clone, Default)]
+pub struct LakeFiles {
+    /// Landing objects.
+    pub landing: Vec<String>,
+    /// Forward-stage dead-letter objects.
+    pub dlq_forward: Vec<String>,
+    /// Aggregate-stage dead-letter objects of committed runs.
+    pub dlq_aggregate: Vec<String>,
+    /// Curated objects of committed runs.
+    pub curated: Vec<String>,
+    /// Rollup objects of committed runs, by rollup.
+    pub rollups: BTreeMap<String, Vec<String>>,
+    /// The committed runs, by window.
+    pub runs: BTreeMap<String, AggregateRecord>,
+}
+
+async fn list_parquet(lake: &Location, prefix: &str, window: Option<Window>) -> Result<Vec<String>> {
+    Ok(list_all(lake.store.as_ref(), &Path::from(prefix))
+        .await?
+        .into_iter()
+        .filter(|m| m.location.as_ref().ends_with(".parquet"))
+        .filter(|m| window.is_none() || parse_partition(&m.location).window == window)
+        .map(|m| m.location.to_string())
+        .collect())
+}
+
+impl LakeFiles {
+    /// Lists the lake and reads the committed runs.
+    pub async fn load(lake: &Location, window: Option<Window>) -> Result<Self> {
+        let ledger = Ledger::new(lake.store.clone(), STATE);
+        let mut runs = committed_runs(&ledger).await?;
+        if let Some(w) = window {
+            runs.retain(|k, _| *k == w.to_string());
+        }
+        let mut files = LakeFiles {
+            landing: list_parquet(lake, LANDING, window).await?,
+            dlq_forward: list_parquet(lake, &format!("{DLQ}/stage=forward"), window).await?,
+            ..Default::default()
+        };
+        for r in runs.values() {
+            files.dlq_aggregate.extend(r.dlq.iter().map(|f| f.path.clone()));
+            files.curated.extend(r.curated.iter().map(|f| f.path.clone()));
+            for f in &r.rollups {
+                if let Some(t) = &f.table {
+                    files.rollups.entry(t.clone()).or_default().push(f.path.clone());
+                }
+            }
+        }
+        files.runs = runs;
+        Ok(files)
+    }
+}
+
+/// Registers `landing`, `dlq`, `curated` and the rollup tables of `lake`
+/// (only one window's objects when `window` is given).
 pub async fn register_lake(
     ctx: &SessionContext,
     lake: &Location,
-) -> Result<BTreeMap<String, AggregateRecord>> {
+    window: Option<Window>,
+) -> Result<LakeFiles> {
     register_store(ctx, "lake", lake.store.clone())?;
-    let ledger = Ledger::new(lake.store.clone(), STATE);
-    let runs = committed_runs(&ledger).await?;
+    let files = LakeFiles::load(lake, window).await?;
     ctx.register_table(
         "landing",
-        parquet_table("lake", log_record_schema(), Some(LANDING), &[])?,
+        parquet_table("lake", log_record_schema(), None, &files.landing)?,
     )?;
-
-    let mut dlq: Vec<String> = list_all(
-        lake.store.as_ref(),
-        &Path::from(format!("{DLQ}/stage=forward")),
-    )
-    .await?
-    .into_iter()
-    .map(|m| m.location.to_string())
-    .filter(|p| p.ends_with(".parquet"))
-    .collect();
-    let mut curated = Vec::new();
-    let mut rollups: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for r in runs.values() {
-        dlq.extend(r.dlq.iter().map(|f| f.path.clone()));
-        curated.extend(r.curated.iter().map(|f| f.path.clone()));
-        for f in &r.rollups {
-            if let Some(t) = &f.table {
-                rollups.entry(t.clone()).or_default().push(f.path.clone());
-            }
-        }
-    }
+    let dlq: Vec<String> = files
+        .dlq_forward
+        .iter()
+        .chain(&files.dlq_aggregate)
+        .cloned()
+        .collect();
     ctx.register_table("dlq", parquet_table("lake", dead_letter_schema(), None, &dlq)?)?;
     ctx.register_table(
         "curated",
-        parquet_table("lake", log_record_schema(), None, &curated)?,
+        parquet_table("lake", log_record_schema(), None, &files.curated)?,
     )?;
-    for (name, files) in rollups {
-        let schema = parquet_schema(lake.store.as_ref(), &Path::from(files[0].as_str())).await?;
-        ctx.register_table(name.as_str(), parquet_table("lake", schema, None, &files)?)?;
+    for (name, paths) in &files.rollups {
+        let schema = parquet_schema(lake.store.as_ref(), &Path::from(paths[0].as_str())).await?;
+        ctx.register_table(name.as_str(), parquet_table("lake", schema, None, paths)?)?;
     }
-    Ok(runs)
+    Ok(files)
 }

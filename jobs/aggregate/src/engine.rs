@@ -9,7 +9,6 @@ use arrow::array::{Array, AsArray, RecordBatch, StringBuilder};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimestampMicrosecondType};
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
-use serde::{Deserialize, Serialize};
 
 use logferry_core::schema::log_record_schema;
 
@@ -17,33 +16,7 @@ use crate::error::{Error, Result};
 use crate::program::{SqlFile, SqlProgram};
 use crate::session::{conform, plain_schema};
 
-/// Per-tenant counts of one window run.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WindowCounts {
-    /// Landing rows read.
-    pub input: u64,
-    /// Exact redeliveries removed.
-    pub duplicates: u64,
-    /// Rows that broke a rule (dead-lettered).
-    pub dead_lettered: u64,
-    /// Rows kept.
-    pub curated: u64,
-}
-
-/// Event-time quantiles of the curated rows (for end-to-end latency).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct EventTimeStats {
-    /// Rows.
-    pub count: u64,
-    /// Earliest, microseconds.
-    pub min_us: i64,
-    /// 5th percentile: the event time of the 95th-percentile latency.
-    pub p05_us: i64,
-    /// Median.
-    pub p50_us: i64,
-    /// Latest.
-    pub max_us: i64,
-}
+pub use logferry_core::records::{EventTimeStats, WindowCounts};
 
 /// One rollup's result.
 #[derive(Debug, Clone)]

@@ -11,10 +11,9 @@ use std::time::Instant;
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::TimestampMicrosecondType;
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use object_store::path::Path;
 use parquet::file::properties::WriterProperties;
-use serde::{Deserialize, Serialize};
 
 use logferry_core::config::ParquetSettings;
 use logferry_core::dlq::{DlqBuilder, DlqRow};
@@ -29,77 +28,11 @@ use logferry_core::storage::{
     Location, delete_if_exists, encode_parquet, list_all, put_create, writer_properties,
 };
 
-use crate::engine::{self, EngineOutput, EventTimeStats, WindowCounts};
+use crate::engine::{self, EngineOutput};
+pub use logferry_core::records::{AggregateRecord, FileRef, InputFile, aggregate_key};
 use crate::error::Result;
 use crate::program::SqlProgram;
 use crate::session::{new_session, parquet_table, register_store};
-
-/// Ledger key of a window's aggregate record.
-pub fn aggregate_key(w: Window) -> String {
-    format!("windows/{}/aggregate", w.partition())
-}
-
-/// A landing object read by a run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InputFile {
-    /// Path in the lake.
-    pub path: String,
-    /// Size in bytes.
-    pub size: u64,
-    /// Tenant partition.
-    pub tenant: String,
-}
-
-/// An object a run wrote.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FileRef {
-    /// Path in its store.
-    pub path: String,
-    /// Rows.
-    pub rows: u64,
-    /// Bytes.
-    pub bytes: u64,
-    /// Tenant, for per-tenant objects.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tenant: Option<String>,
-    /// Table, for rollup objects.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub table: Option<String>,
-}
-
-/// The ledger record of a window's last aggregate run.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct AggregateRecord {
-    /// `YYYY-MM-DDTHH`.
-    pub window: String,
-    /// Hash of the program and the input manifest; names every output.
-    pub run_id: String,
-    /// Hash of the SQL program.
-    pub program_hash: String,
-    /// Landing objects read.
-    pub inputs: Vec<InputFile>,
-    /// Curated objects, one per tenant.
-    pub curated: Vec<FileRef>,
-    /// Rollup objects, one per rollup.
-    pub rollups: Vec<FileRef>,
-    /// Dead-letter objects of rule violations, one per tenant.
-    pub dlq: Vec<FileRef>,
-    /// Counts by tenant.
-    pub counts: BTreeMap<String, WindowCounts>,
-    /// Event-time quantiles of the curated rows.
-    pub event_time: EventTimeStats,
-    /// When the run committed.
-    pub finished_at: DateTime<Utc>,
-    /// Run time.
-    pub duration_ms: u64,
-}
-
-impl AggregateRecord {
-    /// Every object the run wrote.
-    pub fn outputs(&self) -> impl Iterator<Item = &FileRef> {
-        self.curated.iter().chain(&self.rollups).chain(&self.dlq)
-    }
-}
 
 /// What aggregating a window did.
 #[derive(Debug, Clone)]
@@ -201,7 +134,10 @@ impl Aggregator {
         h.hex()
     }
 
-    async fn clear_pending(&self, w: Window, inputs: &[InputFile]) -> Result<()> {
+    /// Removes the pending markers of the landing objects a run covered. Called
+    /// once the window is fully processed (exported too), so a crash in
+    /// between leaves the window pending for the next run.
+    pub async fn clear_pending(&self, w: Window, inputs: &[InputFile]) -> Result<()> {
         for i in inputs {
             let batch = i
                 .path
@@ -225,7 +161,6 @@ impl Aggregator {
         let prev = self.committed(w).await?;
         if let Some(p) = &prev {
             if p.value.run_id == run_id {
-                self.clear_pending(w, &inputs).await?;
                 return Ok(Outcome::UpToDate(p.value.clone()));
             }
         }
@@ -265,7 +200,6 @@ impl Aggregator {
                 }
             }
         }
-        self.clear_pending(w, &inputs).await?;
         Ok(Outcome::Done(record))
     }
 

@@ -8,6 +8,7 @@ pub mod ids;
 pub mod ledger;
 pub mod metrics;
 pub mod partition;
+pub mod records;
 pub mod schema;
 pub mod storage;
 

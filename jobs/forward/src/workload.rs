@@ -723,7 +723,15 @@ impl<'s> Gen<'s> {
                 (render(rec, &tenants, stream, &o), Outcome::DlqForward, Some("cross_tenant"), format!("claims_{}", tenants[other]))
             }
             "missing_field" => {
-                let v = *self.rng.pick(&["timestamp", "level", "service", "message"]);
+                // CloudWatch events carry their own timestamp, which stands in
+                // for a missing one (coerced_no_timestamp), so only NDJSON
+                // records can miss it.
+                let fields: &[&str] = if stream.is_some() {
+                    &["timestamp", "level", "service", "message"]
+                } else {
+                    &["level", "service", "message"]
+                };
+                let v = *self.rng.pick(fields);
                 let mut o = Render::default();
                 match v {
                     "timestamp" => o.ts = Some(None),

@@ -1,0 +1,222 @@
+//! `logferry run`: every window with pending landing data (or one window) is
+//! aggregated, exported and loaded, in window order. A window leaves the
+//! pending set only once it is loaded, so a run that dies part-way is
+//! completed by the next one.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context as _, Result};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use logferry_aggregate::{Aggregator, Outcome, SqlProgram};
+use logferry_core::ids::IdHasher;
+use logferry_core::partition::{Window, parse_partition};
+use logferry_core::records::WindowCounts;
+use logferry_export::{ExportOutcome, Exporter, Warehouse};
+
+use crate::context::Ctx;
+
+/// What happened to one window.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WindowReport {
+    /// `YYYY-MM-DDTHH`.
+    pub window: String,
+    /// `done`, `up_to_date` or `no_data`.
+    pub aggregate: String,
+    /// `done`, `up_to_date` or `skipped`.
+    pub export: String,
+    /// Aggregate run id.
+    pub run_id: Option<String>,
+    /// Counts by tenant (of the committed run).
+    pub counts: BTreeMap<String, WindowCounts>,
+    /// Rows in the warehouse's log_records partition.
+    pub rows_loaded: u64,
+    /// Load jobs run (not already done).
+    pub load_jobs: u64,
+    /// Bytes shipped to the export store.
+    pub bytes_sent: u64,
+    /// Curated bytes of the run.
+    pub curated_bytes: u64,
+    /// Aggregate time (when it ran).
+    pub aggregate_ms: u64,
+    /// Export and load time (when it ran).
+    pub export_ms: u64,
+    /// Event time of the window's 95th-percentile latency to queryable, ms.
+    pub e2e_latency_p95_ms: Option<i64>,
+    /// Median latency from event time to queryable, ms.
+    pub e2e_latency_p50_ms: Option<i64>,
+}
+
+/// What one `run` did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunReport {
+    /// Report id.
+    pub run: String,
+    /// Start time.
+    pub started_at: DateTime<Utc>,
+    /// Wall time.
+    pub duration_ms: u64,
+    /// Per window.
+    pub windows: Vec<WindowReport>,
+}
+
+impl RunReport {
+    /// Windows where something was done.
+    pub fn worked(&self) -> usize {
+        self.windows
+            .iter()
+            .filter(|w| w.aggregate == "done" || w.export == "done")
+            .count()
+    }
+}
+
+/// Windows with pending markers.
+pub async fn pending_windows(agg: &Aggregator) -> Result<BTreeSet<Window>> {
+    let mut out = BTreeSet::new();
+    for key in agg.ledger().list("pending").await? {
+        if let Some(w) = parse_partition(&object_store::path::Path::from(key.as_str())).window {
+            out.insert(w);
+        }
+    }
+    Ok(out)
+}
+
+/// Builds the aggregator and exporter of a context.
+pub fn stages(ctx: &Ctx) -> Result<(Aggregator, Exporter)> {
+    let program = Arc::new(
+        SqlProgram::load(ctx.settings.sql_dir.as_deref()).context("loading the SQL program")?,
+    );
+    let agg = Aggregator::new(ctx.lake.clone(), program, &ctx.settings.parquet)?;
+    let warehouse: Arc<dyn Warehouse> = ctx.warehouse.clone();
+    let exp = Exporter::new(ctx.lake.clone(), ctx.export.clone(), warehouse);
+    Ok((agg, exp))
+}
+
+/// Runs the pipeline after forward over the given window, or every pending one.
+pub async fn run(ctx: &Ctx, window: Option<Window>, quiet: bool) -> Result<RunReport> {
+    let started_at = Utc::now();
+    let t0 = Instant::now();
+    let (agg, exp) = stages(ctx)?;
+    let windows: Vec<Window> = match window {
+        Some(w) => vec![w],
+        None => pending_windows(&agg).await?.into_iter().collect(),
+    };
+    let pb = crate::progress::bar(windows.len() as u64, "windows", false, quiet);
+    let mut reports = Vec::new();
+    for w in windows {
+        pb.set_message(w.to_string());
+        let at = Instant::now();
+        let (state, record) = match agg
+            .aggregate(w)
+            .await
+            .with_context(|| format!("aggregating window {w}"))?
+        {
+            Outcome::NoData => ("no_data", None),
+            Outcome::UpToDate(r) => ("up_to_date", Some(r)),
+            Outcome::Done(r) => ("done", Some(r)),
+        };
+        let aggregate_ms = at.elapsed().as_millis() as u64;
+        let mut report = WindowReport {
+            window: w.to_string(),
+            aggregate: state.into(),
+            export: "skipped".into(),
+            run_id: None,
+            counts: BTreeMap::new(),
+            rows_loaded: 0,
+            load_jobs: 0,
+            bytes_sent: 0,
+            curated_bytes: 0,
+            aggregate_ms: if state == "done" { aggregate_ms } else { 0 },
+            export_ms: 0,
+            e2e_latency_p95_ms: None,
+            e2e_latency_p50_ms: None,
+        };
+        if let Some(rec) = record {
+            let et = Instant::now();
+            let (estate, erec) = match exp
+                .export(w, &rec)
+                .await
+                .with_context(|| format!("exporting window {w}"))?
+            {
+                ExportOutcome::UpToDate(r) => ("up_to_date", r),
+                ExportOutcome::Done(r) => ("done", r),
+            };
+            agg.clear_pending(w, &rec.inputs).await?;
+            report.export = estate.into();
+            report.run_id = Some(rec.run_id.clone());
+            report.rows_loaded = erec.rows(logferry_core::schema::LOG_RECORDS_TABLE);
+            report.load_jobs = erec.tables.iter().filter(|t| !t.already_loaded).count() as u64;
+            report.bytes_sent = erec.bytes_sent;
+            report.curated_bytes = rec.curated.iter().map(|f| f.bytes).sum();
+            report.counts = rec.counts.clone();
+            if estate == "done" {
+                report.export_ms = et.elapsed().as_millis() as u64;
+            }
+            if rec.event_time.count > 0 {
+                let loaded = erec.finished_at.timestamp_micros();
+                report.e2e_latency_p95_ms = Some((loaded - rec.event_time.p05_us) / 1000);
+                report.e2e_latency_p50_ms = Some((loaded - rec.event_time.p50_us) / 1000);
+            }
+        }
+        tracing::info!(window = %w, aggregate = %report.aggregate, export = %report.export, rows = report.rows_loaded, "Window processed.");
+        reports.push(report);
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    let report = RunReport {
+        run: format!(
+            "{}-{}",
+            started_at.format("%Y%m%dT%H%M%SZ"),
+            &IdHasher::new()
+                .part(started_at.to_rfc3339().as_bytes())
+                .part(&std::process::id().to_le_bytes())
+                .hex()[..8]
+        ),
+        started_at,
+        duration_ms: t0.elapsed().as_millis() as u64,
+        windows: reports,
+    };
+    if report.worked() > 0 {
+        agg.ledger()
+            .put_once(&format!("runs/{}.json", report.run), &report)
+            .await?;
+    }
+    Ok(report)
+}
+
+/// Prints a run report for people.
+pub fn print(report: &RunReport) {
+    if report.windows.is_empty() {
+        println!("Nothing to do: no window has unprocessed data.");
+        return;
+    }
+    println!(
+        "{:<14} {:>10} {:>10} {:>10} {:>10} {:>10} {:>11} {:>11}",
+        "window", "aggregate", "export", "input", "dups", "rejected", "loaded", "p95 e2e s"
+    );
+    for w in &report.windows {
+        let sum = |f: fn(&WindowCounts) -> u64| w.counts.values().map(f).sum::<u64>();
+        println!(
+            "{:<14} {:>10} {:>10} {:>10} {:>10} {:>10} {:>11} {:>11}",
+            w.window,
+            w.aggregate,
+            w.export,
+            sum(|c| c.input),
+            sum(|c| c.duplicates),
+            sum(|c| c.dead_lettered),
+            w.rows_loaded,
+            w.e2e_latency_p95_ms
+                .map(|ms| format!("{:.1}", ms as f64 / 1000.0))
+                .unwrap_or_else(|| "-".into())
+        );
+    }
+    println!(
+        "{} window(s) processed, {} up to date, in {:.2} s",
+        report.worked(),
+        report.windows.len() - report.worked(),
+        report.duration_ms as f64 / 1000.0
+    );
+}

@@ -1,0 +1,146 @@
+//! `logferry sql`: read-only queries over the lake and the warehouse.
+
+use std::io::Write;
+
+use anyhow::{Result, bail};
+use arrow::array::RecordBatch;
+use datafusion::execution::context::SQLOptions;
+use datafusion::prelude::SessionContext;
+use datafusion::sql::parser::{DFParser, Statement as DfStatement};
+use datafusion::sql::sqlparser::ast::Statement;
+use object_store::path::Path;
+
+use logferry_aggregate::catalog::{LakeFiles, register_lake};
+use logferry_aggregate::session::{new_session, parquet_table, register_store};
+use logferry_core::partition::Window;
+use logferry_core::schema::{LOG_RECORDS_TABLE, log_record_schema};
+use logferry_core::storage::parquet_schema;
+
+use crate::cli::OutputFormat;
+use crate::context::Ctx;
+
+/// A session with every table registered: `landing`, `dlq`, `curated`, the
+/// rollups, `warehouse` (the loaded log records) and `warehouse_<rollup>`.
+pub async fn session(ctx: &Ctx, window: Option<Window>) -> Result<(SessionContext, LakeFiles)> {
+    let s = new_session();
+    let files = register_lake(&s, &ctx.lake, window).await?;
+    let wh = ctx.warehouse.location();
+    register_store(&s, "warehouse", wh.store.clone())?;
+    let mut by_table: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for p in ctx.warehouse.partitions(None).await? {
+        if window.is_none_or(|w| w.to_string() == p.window) {
+            by_table.entry(p.table).or_default().extend(p.files);
+        }
+    }
+    let records = by_table.remove(LOG_RECORDS_TABLE).unwrap_or_default();
+    s.register_table(
+        "warehouse",
+        parquet_table("warehouse", log_record_schema(), None, &records)?,
+    )?;
+    for (table, paths) in by_table {
+        if let Some(first) = paths.first() {
+            let schema = parquet_schema(wh.store.as_ref(), &Path::from(first.as_str())).await?;
+            s.register_table(
+                format!("warehouse_{table}").as_str(),
+                parquet_table("warehouse", schema, None, &paths)?,
+            )?;
+        }
+    }
+    Ok((s, files))
+}
+
+/// Refuses anything but a single query.
+pub fn ensure_read_only(query: &str) -> Result<()> {
+    let statements = DFParser::parse_sql(query)?;
+    if statements.len() != 1 {
+        bail!("logferry sql takes exactly one statement, got {}", statements.len());
+    }
+    let ok = match &statements[0] {
+        DfStatement::Statement(s) => match s.as_ref() {
+            Statement::Query(_) => true,
+            Statement::Explain { statement, .. } => matches!(statement.as_ref(), Statement::Query(_)),
+            _ => false,
+        },
+        _ => false,
+    };
+    if !ok {
+        bail!(
+            "logferry sql is read-only: only queries (SELECT, WITH, VALUES, EXPLAIN SELECT) are \
+             allowed, not: {}",
+            query.trim().chars().take(60).collect::<String>()
+        );
+    }
+    Ok(())
+}
+
+/// Runs a read-only query.
+pub async fn query(s: &SessionContext, query: &str) -> Result<Vec<RecordBatch>> {
+    ensure_read_only(query)?;
+    let opts = SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false);
+    Ok(s.sql_with_options(query, opts).await?.collect().await?)
+}
+
+/// Writes batches in a format.
+pub fn write(batches: &[RecordBatch], format: OutputFormat, out: &mut dyn Write) -> Result<()> {
+    match format {
+        OutputFormat::Table => {
+            writeln!(out, "{}", arrow::util::pretty::pretty_format_batches(batches)?)?;
+        }
+        OutputFormat::Csv => {
+            let mut w = arrow::csv::WriterBuilder::new().with_header(true).build(out);
+            for b in batches {
+                w.write(b)?;
+            }
+        }
+        OutputFormat::Json => {
+            let mut buf = Vec::new();
+            {
+                let mut w = arrow::json::ArrayWriter::new(&mut buf);
+                for b in batches {
+                    w.write(b)?;
+                }
+                w.finish()?;
+            }
+            if buf.is_empty() {
+                buf.extend_from_slice(b"[]");
+            }
+            out.write_all(&buf)?;
+            writeln!(out)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_queries_pass() {
+        for ok in [
+            "SELECT 1",
+            "with a as (select 1) select * from a",
+            "VALUES (1)",
+            "EXPLAIN SELECT * FROM landing",
+        ] {
+            ensure_read_only(ok).unwrap();
+        }
+        for bad in [
+            "INSERT INTO curated VALUES (1)",
+            "DROP TABLE landing",
+            "CREATE TABLE x AS SELECT 1",
+            "CREATE EXTERNAL TABLE x STORED AS PARQUET LOCATION '/tmp'",
+            "COPY (SELECT 1) TO '/tmp/x.parquet'",
+            "SET datafusion.execution.batch_size = 1",
+            "SELECT 1; DROP TABLE landing",
+            "EXPLAIN ANALYZE INSERT INTO curated VALUES (1)",
+            "DELETE FROM curated",
+        ] {
+            let e = ensure_read_only(bad).unwrap_err();
+            assert!(!e.to_string().is_empty(), "{bad}");
+        }
+    }
+}
