@@ -10,7 +10,11 @@ fn list(dir: &Path) -> Vec<(String, String)> {
         for e in rd.flatten() {
             let p = e.path();
             if p.extension().is_some_and(|x| x == "sql") {
-                let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
+                let stem = p
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .unwrap_or_default()
+                    .to_string();
                 out.push((stem, p.canonicalize().unwrap_or(p).display().to_string()));
             }
         }
@@ -28,7 +32,11 @@ fn main() {
     let mut code = String::new();
     let dedupe = sql.join("dedupe.sql");
     let dedupe = dedupe.canonicalize().unwrap_or(dedupe);
-    let _ = writeln!(code, "pub const DEDUPE: &str = include_str!({:?});", dedupe.display().to_string());
+    let _ = writeln!(
+        code,
+        "pub const DEDUPE: &str = include_str!({:?});",
+        dedupe.display().to_string()
+    );
     for (name, dir) in [("RULES", "rules"), ("ROLLUPS", "rollups")] {
         let _ = writeln!(code, "pub const {name}: &[(&str, &str)] = &[");
         for (stem, path) in list(&sql.join(dir)) {
@@ -37,6 +45,7 @@ fn main() {
         }
         let _ = writeln!(code, "];");
     }
-    let out = Path::new(&std::env::var("OUT_DIR").unwrap_or_else(|_| ".".into())).join("embedded_sql.rs");
+    let out =
+        Path::new(&std::env::var("OUT_DIR").unwrap_or_else(|_| ".".into())).join("embedded_sql.rs");
     std::fs::write(out, code).unwrap_or_else(|e| panic!("writing embedded_sql.rs: {e}"));
 }

@@ -22,7 +22,12 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct Global {
     /// Root of the embedded default (lake, export store and warehouse).
-    #[arg(long, global = true, env = "LOGFERRY_DATA_DIR", default_value = "./logferry-data")]
+    #[arg(
+        long,
+        global = true,
+        env = "LOGFERRY_DATA_DIR",
+        default_value = "./logferry-data"
+    )]
     pub data_dir: PathBuf,
     /// TOML configuration file (default: <data-dir>/logferry.toml if it exists).
     #[arg(long, global = true, env = "LOGFERRY_CONFIG")]

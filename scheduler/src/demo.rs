@@ -117,7 +117,7 @@ pub async fn demo(
         "# Written by `logferry demo`: the demo's tenants. Every command given\n\
          # --data-dir {} reads this file.\n\n{}",
         g.data_dir.display(),
-        workload::tenants_toml(seed, tenants)
+        workload::tenants_toml(tenants)
     );
     std::fs::write(g.data_dir.join(DATA_DIR_CONFIG), config)?;
     let ctx = Ctx::open(&Global {
@@ -163,7 +163,10 @@ pub async fn demo(
     )
     .await?
     {
-        let (k, n) = (b.column(0).as_string::<i32>(), b.column(1).as_primitive::<Int64Type>());
+        let (k, n) = (
+            b.column(0).as_string::<i32>(),
+            b.column(1).as_primitive::<Int64Type>(),
+        );
         for i in 0..b.num_rows() {
             if !k.is_null(i) {
                 dlq.insert(k.value(i).to_string(), n.value(i) as u64);
@@ -174,8 +177,15 @@ pub async fn demo(
     let mut mismatches = Vec::new();
     let expected = work.expected.clone();
     for key in expected.dlq.keys().chain(dlq.keys()) {
-        let (e, a) = (expected.dlq.get(key).copied().unwrap_or(0), dlq.get(key).copied().unwrap_or(0));
-        if e != a && !mismatches.iter().any(|m: &String| m.starts_with(&format!("dlq {key}:"))) {
+        let (e, a) = (
+            expected.dlq.get(key).copied().unwrap_or(0),
+            dlq.get(key).copied().unwrap_or(0),
+        );
+        if e != a
+            && !mismatches
+                .iter()
+                .any(|m: &String| m.starts_with(&format!("dlq {key}:")))
+        {
             mismatches.push(format!("dlq {key}: expected {e}, found {a}"));
         }
     }
@@ -220,7 +230,7 @@ fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -237,7 +247,12 @@ pub fn print(r: &DemoReport, data_dir: &Path) {
     let control: u64 = r.forward.iter().map(|f| f.decode.control_messages).sum();
     let fwd_ms: u64 = r.forward.iter().map(|f| f.duration_ms).sum();
     let sum = |f: fn(&logferry_core::records::WindowCounts) -> u64| -> u64 {
-        r.run.windows.iter().flat_map(|w| w.counts.values()).map(f).sum()
+        r.run
+            .windows
+            .iter()
+            .flat_map(|w| w.counts.values())
+            .map(f)
+            .sum()
     };
     let agg_ms: u64 = r.run.windows.iter().map(|w| w.aggregate_ms).sum();
     let exp_ms: u64 = r.run.windows.iter().map(|w| w.export_ms).sum();
@@ -283,7 +298,13 @@ pub fn print(r: &DemoReport, data_dir: &Path) {
         exp_ms as f64 / 1000.0
     );
     println!("  dead-lettered by reason (found / expected from the labels):");
-    for key in r.expected.dlq.keys().chain(r.dlq.keys()).collect::<std::collections::BTreeSet<_>>() {
+    for key in r
+        .expected
+        .dlq
+        .keys()
+        .chain(r.dlq.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+    {
         println!(
             "    {:<34} {:>8} / {:<8}",
             key,
@@ -306,7 +327,11 @@ pub fn print(r: &DemoReport, data_dir: &Path) {
     let t = &r.reconcile.totals;
     println!(
         "  reconcile: {} (received {} = loaded {} + dead-lettered {} + duplicates {})",
-        if r.reconcile.balanced { "balanced for every tenant" } else { "NOT BALANCED" },
+        if r.reconcile.balanced {
+            "balanced for every tenant"
+        } else {
+            "NOT BALANCED"
+        },
         t.received,
         t.loaded,
         t.dead_lettered,

@@ -43,7 +43,11 @@ pub async fn forward(ctx: &Ctx, input: &str, format: Format, quiet: bool) -> Res
         .hex();
     Ledger::new(ctx.lake.store.clone(), STATE)
         .put_once(
-            &format!("runs/forward/{}-{}.json", now.format("%Y%m%dT%H%M%SZ"), &id[..8]),
+            &format!(
+                "runs/forward/{}-{}.json",
+                now.format("%Y%m%dT%H%M%SZ"),
+                &id[..8]
+            ),
             &report,
         )
         .await?;

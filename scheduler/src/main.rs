@@ -1,7 +1,6 @@
 //! The `logferry` binary: runs the forward, aggregate and export jobs, once per
 //! invocation (what a scheduler calls), and answers SQL, reconcile and status.
 
-
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -129,7 +128,10 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.global);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

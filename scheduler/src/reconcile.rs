@@ -44,7 +44,10 @@ pub struct Reconciliation {
     pub totals: TenantBalance,
 }
 
-async fn counts(s: &datafusion::prelude::SessionContext, q: &str) -> Result<Vec<(String, i64, i64)>> {
+async fn counts(
+    s: &datafusion::prelude::SessionContext,
+    q: &str,
+) -> Result<Vec<(String, i64, i64)>> {
     let mut out = Vec::new();
     for b in crate::sql::query(s, q).await? {
         let t = b.column(0).as_string::<i32>();

@@ -53,12 +53,17 @@ pub async fn session(ctx: &Ctx, window: Option<Window>) -> Result<(SessionContex
 pub fn ensure_read_only(query: &str) -> Result<()> {
     let statements = DFParser::parse_sql(query)?;
     if statements.len() != 1 {
-        bail!("logferry sql takes exactly one statement, got {}", statements.len());
+        bail!(
+            "logferry sql takes exactly one statement, got {}",
+            statements.len()
+        );
     }
     let ok = match &statements[0] {
         DfStatement::Statement(s) => match s.as_ref() {
             Statement::Query(_) => true,
-            Statement::Explain { statement, .. } => matches!(statement.as_ref(), Statement::Query(_)),
+            Statement::Explain { statement, .. } => {
+                matches!(statement.as_ref(), Statement::Query(_))
+            }
             _ => false,
         },
         _ => false,
@@ -87,10 +92,16 @@ pub async fn query(s: &SessionContext, query: &str) -> Result<Vec<RecordBatch>> 
 pub fn write(batches: &[RecordBatch], format: OutputFormat, out: &mut dyn Write) -> Result<()> {
     match format {
         OutputFormat::Table => {
-            writeln!(out, "{}", arrow::util::pretty::pretty_format_batches(batches)?)?;
+            writeln!(
+                out,
+                "{}",
+                arrow::util::pretty::pretty_format_batches(batches)?
+            )?;
         }
         OutputFormat::Csv => {
-            let mut w = arrow::csv::WriterBuilder::new().with_header(true).build(out);
+            let mut w = arrow::csv::WriterBuilder::new()
+                .with_header(true)
+                .build(out);
             for b in batches {
                 w.write(b)?;
             }

@@ -41,19 +41,27 @@ pub struct WindowStatus {
     pub load_jobs: Vec<String>,
 }
 
+/// What landed in one window.
+#[derive(Debug, Default)]
+struct Landed {
+    files: u64,
+    bytes: u64,
+    tenants: BTreeSet<String>,
+    objects: BTreeSet<(String, u64)>,
+}
+
 /// States of every window.
 pub async fn status(ctx: &Ctx) -> Result<Vec<WindowStatus>> {
     let ledger = Ledger::new(ctx.lake.store.clone(), STATE);
-    let mut landed: BTreeMap<String, (u64, u64, BTreeSet<String>, BTreeSet<(String, u64)>)> =
-        BTreeMap::new();
+    let mut landed: BTreeMap<String, Landed> = BTreeMap::new();
     for m in list_all(ctx.lake.store.as_ref(), &Path::from(LANDING)).await? {
         let k = parse_partition(&m.location);
         if let Some(w) = k.window {
             let e = landed.entry(w.to_string()).or_default();
-            e.0 += 1;
-            e.1 += m.size;
-            e.2.insert(k.tenant.unwrap_or_default());
-            e.3.insert((m.location.to_string(), m.size));
+            e.files += 1;
+            e.bytes += m.size;
+            e.tenants.insert(k.tenant.unwrap_or_default());
+            e.objects.insert((m.location.to_string(), m.size));
         }
     }
     let runs = committed_runs(&ledger).await?;
@@ -78,7 +86,7 @@ pub async fn status(ctx: &Ctx) -> Result<Vec<WindowStatus>> {
             Some(r) => {
                 let inputs: BTreeSet<(String, u64)> =
                     r.inputs.iter().map(|i| (i.path.clone(), i.size)).collect();
-                if inputs == l.3 { "done" } else { "stale" }
+                if inputs == l.objects { "done" } else { "stale" }
             }
         };
         let exp = exports.get(&w);
@@ -89,9 +97,9 @@ pub async fn status(ctx: &Ctx) -> Result<Vec<WindowStatus>> {
         };
         out.push(WindowStatus {
             window: w,
-            landed_files: l.0,
-            landed_bytes: l.1,
-            tenants: l.2.len() as u64,
+            landed_files: l.files,
+            landed_bytes: l.bytes,
+            tenants: l.tenants.len() as u64,
             aggregate: aggregate.into(),
             run_id: run.map(|r| r.run_id.clone()),
             curated_rows: run.map_or(0, |r| r.curated.iter().map(|f| f.rows).sum()),

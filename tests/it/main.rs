@@ -1,1 +1,8 @@
-fn main() {}
+//! logferry's integration tests: the whole pipeline on the embedded backends,
+//! driven through the library the binary runs and through the binary itself.
+
+#![allow(clippy::unwrap_used)]
+
+mod cli;
+mod common;
+mod pipeline;

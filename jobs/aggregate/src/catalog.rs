@@ -47,7 +47,11 @@ pub struct LakeFiles {
     pub runs: BTreeMap<String, AggregateRecord>,
 }
 
-async fn list_parquet(lake: &Location, prefix: &str, window: Option<Window>) -> Result<Vec<String>> {
+async fn list_parquet(
+    lake: &Location,
+    prefix: &str,
+    window: Option<Window>,
+) -> Result<Vec<String>> {
     Ok(list_all(lake.store.as_ref(), &Path::from(prefix))
         .await?
         .into_iter()
@@ -71,11 +75,19 @@ impl LakeFiles {
             ..Default::default()
         };
         for r in runs.values() {
-            files.dlq_aggregate.extend(r.dlq.iter().map(|f| f.path.clone()));
-            files.curated.extend(r.curated.iter().map(|f| f.path.clone()));
+            files
+                .dlq_aggregate
+                .extend(r.dlq.iter().map(|f| f.path.clone()));
+            files
+                .curated
+                .extend(r.curated.iter().map(|f| f.path.clone()));
             for f in &r.rollups {
                 if let Some(t) = &f.table {
-                    files.rollups.entry(t.clone()).or_default().push(f.path.clone());
+                    files
+                        .rollups
+                        .entry(t.clone())
+                        .or_default()
+                        .push(f.path.clone());
                 }
             }
         }
@@ -103,7 +115,10 @@ pub async fn register_lake(
         .chain(&files.dlq_aggregate)
         .cloned()
         .collect();
-    ctx.register_table("dlq", parquet_table("lake", dead_letter_schema(), None, &dlq)?)?;
+    ctx.register_table(
+        "dlq",
+        parquet_table("lake", dead_letter_schema(), None, &dlq)?,
+    )?;
     ctx.register_table(
         "curated",
         parquet_table("lake", log_record_schema(), None, &files.curated)?,

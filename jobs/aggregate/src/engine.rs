@@ -56,12 +56,19 @@ async fn query(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>> {
 }
 
 /// Counts rows per value of a string column.
-pub fn count_by(batches: &[RecordBatch], column: &str, into: &mut BTreeMap<String, u64>) -> Result<()> {
+pub fn count_by(
+    batches: &[RecordBatch],
+    column: &str,
+    into: &mut BTreeMap<String, u64>,
+) -> Result<()> {
     for b in batches {
         let idx = b.schema().index_of(column)?;
         let col = b.column(idx);
         let strings = col.as_string_opt::<i32>().ok_or_else(|| {
-            Error::Internal(format!("column {column} is {}, not a string", col.data_type()))
+            Error::Internal(format!(
+                "column {column} is {}, not a string",
+                col.data_type()
+            ))
         })?;
         for v in strings.iter() {
             *into.entry(v.unwrap_or("").to_string()).or_default() += 1;
@@ -79,7 +86,12 @@ fn violations_schema() -> SchemaRef {
     ]))
 }
 
-fn replace_table(ctx: &SessionContext, name: &str, schema: SchemaRef, batches: Vec<RecordBatch>) -> Result<()> {
+fn replace_table(
+    ctx: &SessionContext,
+    name: &str,
+    schema: SchemaRef,
+    batches: Vec<RecordBatch>,
+) -> Result<()> {
     ctx.deregister_table(name)?;
     ctx.register_table(name, Arc::new(MemTable::try_new(schema, vec![batches])?))?;
     Ok(())
@@ -122,15 +134,30 @@ pub async fn run(ctx: &SessionContext, program: &SqlProgram) -> Result<EngineOut
         let rows = ctx.sql(&sql).await.map_err(|e| sql_err(rule, e))?;
         let rows = rows.collect().await.map_err(|e| sql_err(rule, e))?;
         for b in &rows {
-            let (t, e, d) = (b.column(0).as_string::<i32>(), b.column(1).as_string::<i32>(), b.column(2).as_string::<i32>());
+            let (t, e, d) = (
+                b.column(0).as_string::<i32>(),
+                b.column(1).as_string::<i32>(),
+                b.column(2).as_string::<i32>(),
+            );
             for i in 0..b.num_rows() {
                 let key = (t.value(i).to_string(), e.value(i).to_string());
-                let detail = if d.is_null(i) { String::new() } else { d.value(i).to_string() };
-                first.entry(key).or_insert_with(|| (rule.name.clone(), detail));
+                let detail = if d.is_null(i) {
+                    String::new()
+                } else {
+                    d.value(i).to_string()
+                };
+                first
+                    .entry(key)
+                    .or_insert_with(|| (rule.name.clone(), detail));
             }
         }
     }
-    let mut cols = [StringBuilder::new(), StringBuilder::new(), StringBuilder::new(), StringBuilder::new()];
+    let mut cols = [
+        StringBuilder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+    ];
     let mut violation_counts: BTreeMap<String, u64> = BTreeMap::new();
     for ((t, e), (r, d)) in &first {
         cols[0].append_value(t);
@@ -219,10 +246,10 @@ pub async fn run(ctx: &SessionContext, program: &SqlProgram) -> Result<EngineOut
 fn event_time_stats(curated: &[RecordBatch]) -> EventTimeStats {
     let mut ts: Vec<i64> = Vec::new();
     for b in curated {
-        if let Some(col) = b.column_by_name("timestamp") {
-            if let Some(a) = col.as_primitive_opt::<TimestampMicrosecondType>() {
-                ts.extend(a.values().iter().copied());
-            }
+        if let Some(col) = b.column_by_name("timestamp")
+            && let Some(a) = col.as_primitive_opt::<TimestampMicrosecondType>()
+        {
+            ts.extend(a.values().iter().copied());
         }
     }
     if ts.is_empty() {

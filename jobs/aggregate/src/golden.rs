@@ -28,7 +28,9 @@ fn bless() -> bool {
 fn to_csv(batches: &[RecordBatch]) -> String {
     let mut buf = Vec::new();
     {
-        let mut w = arrow::csv::WriterBuilder::new().with_header(true).build(&mut buf);
+        let mut w = arrow::csv::WriterBuilder::new()
+            .with_header(true)
+            .build(&mut buf);
         for b in batches {
             w.write(b).unwrap();
         }
@@ -82,7 +84,11 @@ async fn golden_sql_cases() {
         )
         .unwrap();
         let out = engine::run(&ctx, &program).await.unwrap();
-        check(&dir.join("curated.csv"), &to_csv(&out.curated), &mut failures);
+        check(
+            &dir.join("curated.csv"),
+            &to_csv(&out.curated),
+            &mut failures,
+        );
         let rejected: Vec<RecordBatch> = out
             .rejected
             .iter()
@@ -105,7 +111,11 @@ async fn golden_sql_cases() {
         }
         check(&dir.join("counts.csv"), &counts, &mut failures);
         for r in &out.rollups {
-            check(&dir.join(format!("{}.csv", r.name)), &to_csv(&r.batches), &mut failures);
+            check(
+                &dir.join(format!("{}.csv", r.name)),
+                &to_csv(&r.batches),
+                &mut failures,
+            );
             let bq = arrow_to_bq(&r.schema).unwrap();
             let path = root().join(format!("schemas/rollups/{}.json", r.name));
             if bless() {
@@ -115,11 +125,12 @@ async fn golden_sql_cases() {
                 let pinned = std::fs::read_to_string(&path)
                     .map(|t| parse_bq_schema(&t).unwrap())
                     .unwrap_or_default();
-                let strip = |v: &[logferry_core::schema::BqField]| -> Vec<(String, String, String)> {
-                    v.iter()
-                        .map(|f| (f.name.clone(), f.field_type.clone(), f.mode.clone()))
-                        .collect()
-                };
+                let strip =
+                    |v: &[logferry_core::schema::BqField]| -> Vec<(String, String, String)> {
+                        v.iter()
+                            .map(|f| (f.name.clone(), f.field_type.clone(), f.mode.clone()))
+                            .collect()
+                    };
                 if strip(&pinned) != strip(&bq) {
                     failures.push(format!(
                         "{}: rollup schema changed: {:?}",

@@ -73,7 +73,8 @@ impl SqlProgram {
         rules.sort_by(|a, b| a.name.cmp(&b.name));
         rollups.sort_by(|a, b| a.name.cmp(&b.name));
         for r in &rollups {
-            if ["landing", "dlq", "curated", "warehouse", "log_records"].contains(&r.name.as_str()) {
+            if ["landing", "dlq", "curated", "warehouse", "log_records"].contains(&r.name.as_str())
+            {
                 return Err(Error::Sql {
                     file: r.origin.clone(),
                     message: format!("a rollup may not be called {:?}", r.name),

@@ -31,7 +31,10 @@ pub fn new_session() -> SessionContext {
                 .map(|n| n.get())
                 .unwrap_or(2),
         )
-        .set_bool("datafusion.execution.parquet.schema_force_view_types", false)
+        .set_bool(
+            "datafusion.execution.parquet.schema_force_view_types",
+            false,
+        )
         .set_bool("datafusion.sql_parser.map_string_types_to_utf8view", false)
         .set_str("datafusion.sql_parser.dialect", "generic");
     SessionContext::new_with_config(config)
@@ -56,7 +59,10 @@ pub fn parquet_table(
 ) -> Result<Arc<dyn datafusion::catalog::TableProvider>> {
     let base = store_url(store_name);
     let urls: Vec<ListingTableUrl> = match prefix {
-        Some(p) => vec![ListingTableUrl::parse(format!("{base}{}/", p.trim_end_matches('/')))?],
+        Some(p) => vec![ListingTableUrl::parse(format!(
+            "{base}{}/",
+            p.trim_end_matches('/')
+        ))?],
         None => files
             .iter()
             .map(|f| ListingTableUrl::parse(format!("{base}{f}")))
@@ -65,8 +71,8 @@ pub fn parquet_table(
     if urls.is_empty() {
         return Ok(Arc::new(MemTable::try_new(schema, vec![vec![]])?));
     }
-    let opts = ListingOptions::new(Arc::new(ParquetFormat::default()))
-        .with_file_extension(".parquet");
+    let opts =
+        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
     let config = ListingTableConfig::new_with_multi_paths(urls)
         .with_listing_options(opts)
         .with_schema(schema);

@@ -29,10 +29,10 @@ use logferry_core::storage::{
 };
 
 use crate::engine::{self, EngineOutput};
-pub use logferry_core::records::{AggregateRecord, FileRef, InputFile, aggregate_key};
 use crate::error::Result;
 use crate::program::SqlProgram;
 use crate::session::{new_session, parquet_table, register_store};
+pub use logferry_core::records::{AggregateRecord, FileRef, InputFile, aggregate_key};
 
 /// What aggregating a window did.
 #[derive(Debug, Clone)]
@@ -56,7 +56,9 @@ pub struct Aggregator {
 
 impl std::fmt::Debug for Aggregator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Aggregator").field("lake", &self.lake).finish()
+        f.debug_struct("Aggregator")
+            .field("lake", &self.lake)
+            .finish()
     }
 }
 
@@ -64,7 +66,10 @@ impl std::fmt::Debug for Aggregator {
 fn split_by_tenant(batches: &[RecordBatch]) -> Result<BTreeMap<String, Vec<RecordBatch>>> {
     let mut out: BTreeMap<String, Vec<RecordBatch>> = BTreeMap::new();
     for b in batches {
-        let col = b.column(b.schema().index_of("tenant_id")?).as_string::<i32>().clone();
+        let col = b
+            .column(b.schema().index_of("tenant_id")?)
+            .as_string::<i32>()
+            .clone();
         let mut start = 0;
         for i in 1..=b.num_rows() {
             if i == b.num_rows() || col.value(i) != col.value(start) {
@@ -80,7 +85,11 @@ fn split_by_tenant(batches: &[RecordBatch]) -> Result<BTreeMap<String, Vec<Recor
 
 impl Aggregator {
     /// An aggregator over `lake` running `program`.
-    pub fn new(lake: Location, program: Arc<SqlProgram>, parquet: &ParquetSettings) -> Result<Self> {
+    pub fn new(
+        lake: Location,
+        program: Arc<SqlProgram>,
+        parquet: &ParquetSettings,
+    ) -> Result<Self> {
         Ok(Aggregator {
             ledger: Ledger::new(lake.store.clone(), STATE),
             lake,
@@ -145,7 +154,9 @@ impl Aggregator {
                 .next()
                 .and_then(|f| f.strip_suffix(".parquet"))
                 .unwrap_or_default();
-            self.ledger.remove(&pending_marker(w, &i.tenant, batch)).await?;
+            self.ledger
+                .remove(&pending_marker(w, &i.tenant, batch))
+                .await?;
         }
         Ok(())
     }
@@ -159,10 +170,10 @@ impl Aggregator {
         }
         let run_id = self.run_id(&inputs);
         let prev = self.committed(w).await?;
-        if let Some(p) = &prev {
-            if p.value.run_id == run_id {
-                return Ok(Outcome::UpToDate(p.value.clone()));
-            }
+        if let Some(p) = &prev
+            && p.value.run_id == run_id
+        {
+            return Ok(Outcome::UpToDate(p.value.clone()));
         }
 
         let ctx = new_session();
@@ -196,14 +207,22 @@ impl Aggregator {
                 record.outputs().map(|f| f.path.as_str()).collect();
             for f in p.value.outputs() {
                 if !keep.contains(f.path.as_str()) {
-                    delete_if_exists(self.lake.store.as_ref(), &Path::from(f.path.as_str())).await?;
+                    delete_if_exists(self.lake.store.as_ref(), &Path::from(f.path.as_str()))
+                        .await?;
                 }
             }
         }
         Ok(Outcome::Done(record))
     }
 
-    async fn put(&self, path: Path, schema: &arrow::datatypes::SchemaRef, batches: &[RecordBatch], tenant: Option<&str>, table: Option<&str>) -> Result<FileRef> {
+    async fn put(
+        &self,
+        path: Path,
+        schema: &arrow::datatypes::SchemaRef,
+        batches: &[RecordBatch],
+        tenant: Option<&str>,
+        table: Option<&str>,
+    ) -> Result<FileRef> {
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
         let bytes: Bytes = encode_parquet(schema, batches, &self.props)?;
         let size = bytes.len() as u64;
@@ -227,19 +246,28 @@ impl Aggregator {
         let mut curated = Vec::new();
         for (tenant, batches) in split_by_tenant(&out.curated)? {
             let path = curated_file(w, &tenant, run_id);
-            curated.push(self.put(path, &log_schema, &batches, Some(&tenant), None).await?);
+            curated.push(
+                self.put(path, &log_schema, &batches, Some(&tenant), None)
+                    .await?,
+            );
         }
         let mut rollups = Vec::new();
         for r in &out.rollups {
             let path = rollup_file(&r.name, w, run_id);
-            rollups.push(self.put(path, &r.schema, &r.batches, None, Some(&r.name)).await?);
+            rollups.push(
+                self.put(path, &r.schema, &r.batches, None, Some(&r.name))
+                    .await?,
+            );
         }
         let mut dlq = Vec::new();
         let dschema = dead_letter_schema();
         for (tenant, batches) in split_by_tenant(&out.rejected)? {
             let batch = rejected_to_dlq(w, run_id, &batches)?;
             let path = dlq_file(Stage::Aggregate, &tenant, w, run_id);
-            dlq.push(self.put(path, &dschema, &[batch], Some(&tenant), None).await?);
+            dlq.push(
+                self.put(path, &dschema, &[batch], Some(&tenant), None)
+                    .await?,
+            );
         }
         Ok((curated, rollups, dlq))
     }
@@ -287,7 +315,11 @@ fn rejected_to_dlq(w: Window, run_id: &str, batches: &[RecordBatch]) -> Result<R
             b.push(&DlqRow {
                 stage: Stage::Aggregate.as_str(),
                 reason: reason.value(i),
-                detail: if detail.is_null(i) { "" } else { detail.value(i) },
+                detail: if detail.is_null(i) {
+                    ""
+                } else {
+                    detail.value(i)
+                },
                 tenant_key: tenant.value(i),
                 source: Some(source.value(i)),
                 event_id: Some(event.value(i)),
@@ -311,7 +343,11 @@ mod tests {
 
     #[test]
     fn splits_sorted_batches_by_tenant() {
-        let schema = Arc::new(Schema::new(vec![Field::new("tenant_id", DataType::Utf8, false)]));
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "tenant_id",
+            DataType::Utf8,
+            false,
+        )]));
         let mk = |v: Vec<&str>| {
             RecordBatch::try_new(schema.clone(), vec![Arc::new(StringArray::from(v))]).unwrap()
         };
@@ -320,6 +356,9 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.clone(), v.iter().map(|b| b.num_rows()).sum()))
             .collect();
-        assert_eq!(rows, vec![("a".into(), 2), ("b".into(), 2), ("c".into(), 1)]);
+        assert_eq!(
+            rows,
+            vec![("a".into(), 2), ("b".into(), 2), ("c".into(), 1)]
+        );
     }
 }

@@ -372,7 +372,10 @@ impl TenantRegistry {
             let id = TenantId::new(&c.id).map_err(|e| Error::Config(format!("[[tenant]] {e}")))?;
             let idx = reg.tenants.len();
             if reg.by_id.insert(c.id.clone(), idx).is_some() {
-                return Err(Error::Config(format!("tenant {:?} is configured twice", c.id)));
+                return Err(Error::Config(format!(
+                    "tenant {:?} is configured twice",
+                    c.id
+                )));
             }
             for s in &c.streams {
                 validate_stream_name(s)?;
@@ -452,8 +455,7 @@ impl TenantRegistry {
 fn validate_stream_name(s: &str) -> Result<()> {
     let ok = !s.is_empty()
         && s.len() <= 128
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
     if ok {
         Ok(())
@@ -607,18 +609,34 @@ mod tests {
             assert!(e.is_err(), "{bad:?} accepted");
         }
         let dup = "[[tenant]]\nid=\"a\"\nstreams=[\"s\"]\n[[tenant]]\nid=\"b\"\nstreams=[\"s\"]\n";
-        assert!(load(Some(dup), &[]).unwrap().validate(Path::new("/d")).is_err());
+        assert!(
+            load(Some(dup), &[])
+                .unwrap()
+                .validate(Path::new("/d"))
+                .is_err()
+        );
         let overlap = "[[tenant]]\nid=\"a\"\nlog_groups=[\"/t/a\"]\n[[tenant]]\nid=\"b\"\nlog_groups=[\"/t/a/b\"]\n";
-        let e = load(Some(overlap), &[]).unwrap().validate(Path::new("/d")).unwrap_err();
+        let e = load(Some(overlap), &[])
+            .unwrap()
+            .validate(Path::new("/d"))
+            .unwrap_err();
         assert!(e.to_string().contains("overlap"), "{e}");
         let acct = "[[tenant]]\nid=\"a\"\naccounts=[\"123\"]\n";
-        assert!(load(Some(acct), &[]).unwrap().validate(Path::new("/d")).is_err());
+        assert!(
+            load(Some(acct), &[])
+                .unwrap()
+                .validate(Path::new("/d"))
+                .is_err()
+        );
     }
 
     #[test]
     fn log_group_prefix_lookup() {
         let f = "[[tenant]]\nid=\"a\"\nlog_groups=[\"/tenants/a/\"]\naccounts=[\"111111111111\"]\n";
-        let s = load(Some(f), &[]).unwrap().validate(Path::new("/d")).unwrap();
+        let s = load(Some(f), &[])
+            .unwrap()
+            .validate(Path::new("/d"))
+            .unwrap();
         let t = s.tenants.by_log_group("/tenants/a/checkout").unwrap();
         assert!(t.allows_account("111111111111"));
         assert!(!t.allows_account("222222222222"));
@@ -627,8 +645,14 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("x", "500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("x", "2h").unwrap(), Duration::from_secs(7200));
+        assert_eq!(
+            parse_duration("x", "500ms").unwrap(),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            parse_duration("x", "2h").unwrap(),
+            Duration::from_secs(7200)
+        );
         assert!(parse_duration("x", "2 weeks").is_err());
         assert!(parse_duration("x", "h").is_err());
     }

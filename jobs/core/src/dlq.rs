@@ -65,7 +65,9 @@ pub struct DlqBuilder {
 
 impl std::fmt::Debug for DlqBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DlqBuilder").field("rows", &self.rows).finish()
+        f.debug_struct("DlqBuilder")
+            .field("rows", &self.rows)
+            .finish()
     }
 }
 
@@ -111,7 +113,8 @@ impl DlqBuilder {
         self.position.append_value(r.position);
         self.raw.append_value(r.raw);
         self.raw_bytes.append_value(r.raw_bytes as i64);
-        self.raw_truncated.append_value((r.raw.len() as u64) < r.raw_bytes);
+        self.raw_truncated
+            .append_value((r.raw.len() as u64) < r.raw_bytes);
         self.rows += 1;
         self.bytes += 64 + r.detail.len() + r.raw.len() + r.input.len();
     }
@@ -148,4 +151,3 @@ impl DlqBuilder {
         RecordBatch::try_new(dead_letter_schema(), cols)
     }
 }
-

@@ -119,7 +119,12 @@ impl Ledger {
 
     /// Commits the version after `prev` (or version 1 when `prev` is `None`).
     /// Fails with [`Error::Conflict`] when that version already exists.
-    pub async fn commit<T: Serialize>(&self, key: &str, prev: Option<u64>, value: &T) -> Result<u64> {
+    pub async fn commit<T: Serialize>(
+        &self,
+        key: &str,
+        prev: Option<u64>,
+        value: &T,
+    ) -> Result<u64> {
         let v = prev.map_or(1, |p| p + 1);
         let path = self.version_path(key, v);
         match put_create(self.store.as_ref(), &path, Self::encode(&path, value)?).await? {
@@ -233,20 +238,28 @@ mod tests {
         l.commit("w/a/sub", None, &Doc { n: 7 }).await.unwrap();
         assert_eq!(l.latest::<Doc>("w/a").await.unwrap().unwrap().version, 2);
         for v in 2..10 {
-            l.commit("w/a", Some(v), &Doc { n: v as u32 + 1 }).await.unwrap();
+            l.commit("w/a", Some(v), &Doc { n: v as u32 + 1 })
+                .await
+                .unwrap();
         }
         assert_eq!(l.versions("w/a").await.unwrap(), vec![7, 8, 9, 10]);
         let all = l.latest_under::<Doc>("w", |_| true).await.unwrap();
         assert_eq!(all["w/a"].value, Doc { n: 10 });
         assert_eq!(all["w/a/sub"].value, Doc { n: 7 });
-        let subs = l.latest_under::<Doc>("w", |k| k.ends_with("/sub")).await.unwrap();
+        let subs = l
+            .latest_under::<Doc>("w", |k| k.ends_with("/sub"))
+            .await
+            .unwrap();
         assert_eq!(subs.keys().collect::<Vec<_>>(), ["w/a/sub"]);
         assert!(l.put_once("runs/r1.json", &Doc { n: 1 }).await.unwrap());
         assert!(!l.put_once("runs/r1.json", &Doc { n: 2 }).await.unwrap());
         assert_eq!(l.get::<Doc>("runs/r1.json").await.unwrap(), Doc { n: 1 });
         l.mark("pending/x").await.unwrap();
         l.mark("pending/x").await.unwrap();
-        assert_eq!(l.list("pending").await.unwrap(), vec!["pending/x".to_string()]);
+        assert_eq!(
+            l.list("pending").await.unwrap(),
+            vec!["pending/x".to_string()]
+        );
         l.remove("pending/x").await.unwrap();
         assert!(l.list("pending").await.unwrap().is_empty());
     }

@@ -78,7 +78,10 @@ mod tests {
             r.record_ms(i as f64);
         }
         let s = r.stats();
-        assert_eq!((s.count, s.p50_ms, s.p95_ms, s.max_ms), (100, 50.0, 95.0, 100.0));
+        assert_eq!(
+            (s.count, s.p50_ms, s.p95_ms, s.max_ms),
+            (100, 50.0, 95.0, 100.0)
+        );
         assert_eq!(LatencyRecorder::default().stats(), LatencyStats::default());
     }
 }

@@ -24,8 +24,7 @@ impl TenantId {
         let ok = !b.is_empty()
             && b.len() <= 63
             && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-            && b
-                .iter()
+            && b.iter()
                 .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-');
         if ok {
             Ok(TenantId(id.to_string()))
@@ -194,7 +193,10 @@ pub fn curated_file(w: Window, tenant: &str, run_id: &str) -> Path {
 
 /// `rollups/<name>/dt=<d>/hour=<h>/<run>.parquet`
 pub fn rollup_file(name: &str, w: Window, run_id: &str) -> Path {
-    Path::from(format!("{ROLLUPS}/{name}/{}/{run_id}.parquet", w.partition()))
+    Path::from(format!(
+        "{ROLLUPS}/{name}/{}/{run_id}.parquet",
+        w.partition()
+    ))
 }
 
 /// Ledger key (relative to `_state/`) of the marker that says a landing
@@ -259,13 +261,25 @@ mod tests {
         assert!(Window::parse("2026-13-01T00").is_err());
         let us = w.start().timestamp_micros() + 3_599_999_999;
         assert_eq!(Window::from_micros(us), Some(w));
-        assert_eq!(Window::from_micros(us + 1).unwrap().to_string(), "2026-11-25T08");
+        assert_eq!(
+            Window::from_micros(us + 1).unwrap().to_string(),
+            "2026-11-25T08"
+        );
     }
 
     #[test]
     fn tenant_ids() {
         assert!(TenantId::new("tenant-0001").is_ok());
-        for bad in ["", "_unknown", "a/b", "..", "a.b", "A", "-a", &"a".repeat(64)] {
+        for bad in [
+            "",
+            "_unknown",
+            "a/b",
+            "..",
+            "a.b",
+            "A",
+            "-a",
+            &"a".repeat(64),
+        ] {
             assert!(TenantId::new(bad).is_err(), "{bad:?}");
         }
         assert!(is_tenant_key(UNKNOWN_TENANT));

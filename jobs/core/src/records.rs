@@ -102,4 +102,3 @@ impl AggregateRecord {
         self.curated.iter().chain(&self.rollups).chain(&self.dlq)
     }
 }
-

@@ -180,8 +180,14 @@ mod tests {
     #[test]
     fn dead_letter_mapping() {
         let s = dead_letter_schema();
-        assert_eq!(s.field_with_name("raw").unwrap().data_type(), &DataType::Binary);
-        assert_eq!(s.field_with_name("raw_bytes").unwrap().data_type(), &DataType::Int64);
+        assert_eq!(
+            s.field_with_name("raw").unwrap().data_type(),
+            &DataType::Binary
+        );
+        assert_eq!(
+            s.field_with_name("raw_bytes").unwrap().data_type(),
+            &DataType::Int64
+        );
         assert!(!s.field_with_name("reason").unwrap().is_nullable());
         assert!(s.field_with_name("timestamp").unwrap().is_nullable());
     }

@@ -60,8 +60,8 @@ impl Location {
         };
         std::fs::create_dir_all(&path).map_err(|e| Error::io(path.display(), e))?;
         let abs = std::fs::canonicalize(&path).map_err(|e| Error::io(path.display(), e))?;
-        let store = LocalFileSystem::new_with_prefix(&abs)
-            .map_err(|e| Error::storage(abs.display(), e))?;
+        let store =
+            LocalFileSystem::new_with_prefix(&abs).map_err(|e| Error::storage(abs.display(), e))?;
         Ok(Location {
             url: format!("file://{}", abs.display()),
             store: Arc::new(store),
@@ -197,18 +197,29 @@ mod tests {
         let loc = Location::open(dir.path().to_str().unwrap()).unwrap();
         let p = Path::from("a/b/c.txt");
         assert_eq!(
-            put_create(loc.store.as_ref(), &p, Bytes::from("1")).await.unwrap(),
+            put_create(loc.store.as_ref(), &p, Bytes::from("1"))
+                .await
+                .unwrap(),
             Created::New
         );
         assert_eq!(
-            put_create(loc.store.as_ref(), &p, Bytes::from("2")).await.unwrap(),
+            put_create(loc.store.as_ref(), &p, Bytes::from("2"))
+                .await
+                .unwrap(),
             Created::Existed
         );
         let got = loc.store.get(&p).await.unwrap().bytes().await.unwrap();
         assert_eq!(&got[..], b"1");
-        let all = list_all(loc.store.as_ref(), &Path::from("a")).await.unwrap();
+        let all = list_all(loc.store.as_ref(), &Path::from("a"))
+            .await
+            .unwrap();
         assert_eq!(all.len(), 1);
-        assert!(list_all(loc.store.as_ref(), &Path::from("missing")).await.unwrap().is_empty());
+        assert!(
+            list_all(loc.store.as_ref(), &Path::from("missing"))
+                .await
+                .unwrap()
+                .is_empty()
+        );
         delete_if_exists(loc.store.as_ref(), &p).await.unwrap();
         delete_if_exists(loc.store.as_ref(), &p).await.unwrap();
     }

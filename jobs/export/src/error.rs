@@ -26,7 +26,9 @@ pub enum Error {
     },
     /// An exported object differs from what an earlier run exported under
     /// the same deterministic name.
-    #[error("export object {path} exists with different content ({existing} bytes, expected {expected})")]
+    #[error(
+        "export object {path} exists with different content ({existing} bytes, expected {expected})"
+    )]
     ExportMismatch {
         /// Object path.
         path: String,

@@ -159,7 +159,8 @@ impl Exporter {
             }
         }
         for (table, files) in rollups {
-            let schema = parquet_schema(self.lake.store.as_ref(), &Path::from(files[0].0.as_str())).await?;
+            let schema =
+                parquet_schema(self.lake.store.as_ref(), &Path::from(files[0].0.as_str())).await?;
             out.push(Source {
                 table,
                 schema,
@@ -174,10 +175,10 @@ impl Exporter {
     pub async fn export(&self, w: Window, agg: &AggregateRecord) -> Result<ExportOutcome> {
         let start = Instant::now();
         let prev = self.committed(w).await?;
-        if let Some(p) = &prev {
-            if p.value.aggregate_run_id == agg.run_id {
-                return Ok(ExportOutcome::UpToDate(p.value.clone()));
-            }
+        if let Some(p) = &prev
+            && p.value.aggregate_run_id == agg.run_id
+        {
+            return Ok(ExportOutcome::UpToDate(p.value.clone()));
         }
         let mut tables = Vec::new();
         let mut bytes_sent = 0;
@@ -202,7 +203,13 @@ impl Exporter {
                     .map_err(|e| logferry_core::Error::storage(lake_path, e))?;
                 let size = bytes.len() as u64;
                 let t0 = Instant::now();
-                match put_create(self.export.store.as_ref(), &Path::from(dest.as_str()), bytes).await? {
+                match put_create(
+                    self.export.store.as_ref(),
+                    &Path::from(dest.as_str()),
+                    bytes,
+                )
+                .await?
+                {
                     Created::New => {
                         upload.record(t0.elapsed());
                         bytes_sent += size;
@@ -279,7 +286,8 @@ impl Exporter {
                 .collect();
             for t in &p.value.tables {
                 for f in t.files.iter().filter(|f| !keep.contains(f.path.as_str())) {
-                    delete_if_exists(self.export.store.as_ref(), &Path::from(f.path.as_str())).await?;
+                    delete_if_exists(self.export.store.as_ref(), &Path::from(f.path.as_str()))
+                        .await?;
                 }
             }
         }

@@ -153,8 +153,7 @@ impl LocalWarehouse {
 
 fn same_columns(a: &SchemaRef, b: &SchemaRef) -> bool {
     a.fields().len() == b.fields().len()
-        && a
-            .fields()
+        && a.fields()
             .iter()
             .zip(b.fields())
             .all(|(x, y)| x.name() == y.name() && x.data_type() == y.data_type())
@@ -165,24 +164,24 @@ impl Warehouse for LocalWarehouse {
     async fn load(&self, job: &LoadJob) -> Result<LoadResult> {
         let key = partition_key(&job.table, job.window);
         let prev = self.meta.latest::<PartitionCommit>(&key).await?;
-        if let Some(p) = &prev {
-            if p.value.job_id == job.job_id {
-                return Ok(LoadResult {
-                    job_id: job.job_id.clone(),
-                    rows: p.value.rows,
-                    already_done: true,
-                });
-            }
+        if let Some(p) = &prev
+            && p.value.job_id == job.job_id
+        {
+            return Ok(LoadResult {
+                job_id: job.job_id.clone(),
+                rows: p.value.rows,
+                already_done: true,
+            });
         }
         let mut files = Vec::new();
         let mut rows = 0u64;
         for (i, uri) in job.uris.iter().enumerate() {
-            let bytes = Self::get(self.export.store.as_ref(), uri).await.map_err(|e| {
-                Error::LoadFailed {
+            let bytes = Self::get(self.export.store.as_ref(), uri)
+                .await
+                .map_err(|e| Error::LoadFailed {
                     job_id: job.job_id.clone(),
                     message: format!("cannot read {uri}: {e}"),
-                }
-            })?;
+                })?;
             let footer = read_footer(bytes.clone()).map_err(|e| Error::LoadFailed {
                 job_id: job.job_id.clone(),
                 message: format!("{uri} is not Parquet: {e}"),
@@ -190,10 +189,7 @@ impl Warehouse for LocalWarehouse {
             if !same_columns(footer.schema(), &job.schema) {
                 return Err(Error::LoadFailed {
                     job_id: job.job_id.clone(),
-                    message: format!(
-                        "{uri} does not match the schema of table {}",
-                        job.table
-                    ),
+                    message: format!("{uri} does not match the schema of table {}", job.table),
                 });
             }
             rows += footer.metadata().file_metadata().num_rows().max(0) as u64;
@@ -243,9 +239,9 @@ impl Warehouse for LocalWarehouse {
                 let bytes = Self::get(self.store.store.as_ref(), f).await?;
                 let b = read_footer(bytes)?;
                 let Some(idx) = b.schema().index_of("tenant_id").ok() else {
-                    return Err(Error::Arrow(arrow::error::ArrowError::SchemaError(format!(
-                        "{f} has no tenant_id column"
-                    ))));
+                    return Err(Error::Arrow(arrow::error::ArrowError::SchemaError(
+                        format!("{f} has no tenant_id column"),
+                    )));
                 };
                 let mask = ProjectionMask::roots(b.parquet_schema(), [idx]);
                 for batch in b.with_projection(mask).build()? {

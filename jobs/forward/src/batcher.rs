@@ -62,6 +62,13 @@ pub struct DecodeStats {
     pub dlq_batches: u64,
 }
 
+/// Key of an open buffer of either kind.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum BufKey {
+    Landing((usize, Window)),
+    Dlq((String, Window)),
+}
+
 struct Open<B> {
     builder: B,
     ids: IdHasher,
@@ -117,7 +124,9 @@ pub struct Batcher<S: FlushSink> {
 
 impl<S: FlushSink> std::fmt::Debug for Batcher<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Batcher").field("buffered", &self.buffered).finish()
+        f.debug_struct("Batcher")
+            .field("buffered", &self.buffered)
+            .finish()
     }
 }
 
@@ -206,23 +215,36 @@ impl<S: FlushSink> Batcher<S> {
         }
     }
 
-    /// Applies the memory bound and, for streaming inputs, the age bound.
-    /// Returns the writer's failure, if it failed.
-    pub fn maintain(&mut self) -> Result<(), String> {
-        if self.buffered > self.max_buffered {
-            let mut sizes: Vec<((usize, Window), usize)> = self
-                .landing
-                .iter()
-                .map(|(k, v)| (*k, v.builder.bytes()))
-                .collect();
-            sizes.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-            for (k, _) in sizes {
-                if self.buffered <= self.max_buffered / 2 {
-                    break;
-                }
-                self.flush_landing(k);
+    /// Flushes the largest landing buffers until the open buffers hold at
+    /// most half the memory bound.
+    fn relieve(&mut self) {
+        // Largest first, landing and dead-letter buffers alike; ties broken
+        // by key so the same input always flushes the same way.
+        let mut sizes: Vec<(usize, BufKey)> = self
+            .landing
+            .iter()
+            .map(|(k, v)| (v.builder.bytes(), BufKey::Landing(*k)))
+            .chain(
+                self.dlq
+                    .iter()
+                    .map(|(k, v)| (v.builder.bytes(), BufKey::Dlq(k.clone()))),
+            )
+            .collect();
+        sizes.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        for (_, key) in sizes {
+            if self.buffered <= self.max_buffered / 2 {
+                break;
+            }
+            match key {
+                BufKey::Landing(k) => self.flush_landing(k),
+                BufKey::Dlq(k) => self.flush_dlq(k),
             }
         }
+    }
+
+    /// Applies the age bound (streaming inputs only). Returns the writer's
+    /// failure, if it failed.
+    pub fn maintain(&mut self) -> Result<(), String> {
         if self.streaming {
             let age = self.max_age;
             let old: Vec<_> = self
@@ -299,6 +321,9 @@ impl<S: FlushSink> Emit for Batcher<S> {
         if rows >= self.max_records || bytes >= self.max_bytes {
             self.flush_landing(key);
         }
+        if self.buffered > self.max_buffered {
+            self.relieve();
+        }
     }
 
     fn reject(&mut self, row: &DlqRow<'_>) {
@@ -306,17 +331,31 @@ impl<S: FlushSink> Emit for Batcher<S> {
         let open = self.dlq.entry(key.clone()).or_insert_with(Open::new);
         let before = open.builder.bytes();
         open.builder.push(row);
-        open.ids.part(row.reason.as_bytes()).part(row.raw).part(row.position.as_bytes());
+        open.ids
+            .part(row.reason.as_bytes())
+            .part(row.raw)
+            .part(row.position.as_bytes());
         let (rows, bytes) = (open.builder.rows(), open.builder.bytes());
         self.buffered += bytes - before;
         self.stats.received += 1;
         self.stats.dead_lettered += 1;
-        *self.stats.by_reason.entry(row.reason.to_string()).or_default() += 1;
-        let c = self.stats.tenants.entry(row.tenant_key.to_string()).or_default();
+        *self
+            .stats
+            .by_reason
+            .entry(row.reason.to_string())
+            .or_default() += 1;
+        let c = self
+            .stats
+            .tenants
+            .entry(row.tenant_key.to_string())
+            .or_default();
         c.received += 1;
         c.dead_lettered += 1;
         if rows >= self.max_records || bytes >= self.max_bytes {
             self.flush_dlq(key);
+        }
+        if self.buffered > self.max_buffered {
+            self.relieve();
         }
     }
 

@@ -95,7 +95,10 @@ pub enum Decoded<'a> {
 /// Parses decompressed envelope JSON.
 pub fn parse_envelope(json: &[u8], max_events: usize) -> Result<Decoded<'_>, Rejection> {
     let text = std::str::from_utf8(json).map_err(|e| {
-        Rejection::new(Reason::CorruptEnvelope, format!("envelope is not UTF-8: {e}"))
+        Rejection::new(
+            Reason::CorruptEnvelope,
+            format!("envelope is not UTF-8: {e}"),
+        )
     })?;
     let env: Envelope<'_> = serde_json::from_str(text)
         .map_err(|e| Rejection::new(Reason::CorruptEnvelope, format!("bad envelope JSON: {e}")))?;
@@ -112,13 +115,19 @@ pub fn parse_envelope(json: &[u8], max_events: usize) -> Result<Decoded<'_>, Rej
                 ));
             }
             if env.log_group.is_empty() {
-                return Err(Rejection::new(Reason::CorruptEnvelope, "envelope has no logGroup"));
+                return Err(Rejection::new(
+                    Reason::CorruptEnvelope,
+                    "envelope has no logGroup",
+                ));
             }
             Ok(Decoded::Data(env))
         }
         other => Err(Rejection::new(
             Reason::CorruptEnvelope,
-            format!("unknown messageType {:?}", other.chars().take(40).collect::<String>()),
+            format!(
+                "unknown messageType {:?}",
+                other.chars().take(40).collect::<String>()
+            ),
         )),
     }
 }
@@ -174,10 +183,18 @@ mod tests {
         }
         let ctl = br#"{"messageType":"CONTROL_MESSAGE","owner":"CloudwatchLogs","logGroup":"","logStream":"","subscriptionFilters":[],"logEvents":[{"id":"","timestamp":1,"message":"CWL CONTROL MESSAGE"}]}"#;
         assert!(matches!(parse_envelope(ctl, 10).unwrap(), Decoded::Control));
-        assert_eq!(parse_envelope(data, 0).unwrap_err().reason, Reason::EnvelopeTooLarge);
-        assert_eq!(parse_envelope(&data[..50], 10).unwrap_err().reason, Reason::CorruptEnvelope);
         assert_eq!(
-            parse_envelope(br#"{"messageType":"X"}"#, 10).unwrap_err().reason,
+            parse_envelope(data, 0).unwrap_err().reason,
+            Reason::EnvelopeTooLarge
+        );
+        assert_eq!(
+            parse_envelope(&data[..50], 10).unwrap_err().reason,
+            Reason::CorruptEnvelope
+        );
+        assert_eq!(
+            parse_envelope(br#"{"messageType":"X"}"#, 10)
+                .unwrap_err()
+                .reason,
             Reason::CorruptEnvelope
         );
     }

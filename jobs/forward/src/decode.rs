@@ -65,7 +65,9 @@ pub struct Decoder<'s> {
 
 impl fmt::Debug for Decoder<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Decoder").field("limits", &self.limits).finish()
+        f.debug_struct("Decoder")
+            .field("limits", &self.limits)
+            .finish()
     }
 }
 
@@ -145,17 +147,32 @@ impl<'s> Decoder<'s> {
         });
     }
 
-    /// A line or event longer than the record limit: refused unparsed.
-    /// `prefix` is what was kept of it, `total` its full length.
-    pub fn oversized(&mut self, prefix: &[u8], total: u64, ctx: &ItemCtx<'_>, pos: Pos, out: &mut dyn Emit) {
-        let rej = Rejection::new(
-            Reason::OversizedRecord,
-            format!(
-                "record is {total} bytes, limit {}",
-                self.settings.max_record_bytes
-            ),
+    /// A line longer than its format allows: refused unparsed. `prefix` is
+    /// what was kept of it, `total` its full length, `limit` the bound.
+    #[allow(clippy::too_many_arguments)]
+    pub fn oversized(
+        &mut self,
+        reason: Reason,
+        prefix: &[u8],
+        total: u64,
+        limit: usize,
+        ctx: &ItemCtx<'_>,
+        pos: Pos,
+        out: &mut dyn Emit,
+    ) {
+        let rej = Rejection::new(reason, format!("line is {total} bytes, limit {limit}"));
+        self.reject(
+            out,
+            ctx,
+            pos,
+            &rej,
+            UNKNOWN_TENANT,
+            None,
+            None,
+            None,
+            prefix,
+            total,
         );
-        self.reject(out, ctx, pos, &rej, UNKNOWN_TENANT, None, None, None, prefix, total);
     }
 
     /// One NDJSON line (without its newline). The tenant comes from the
@@ -169,7 +186,18 @@ impl<'s> Decoder<'s> {
                     Reason::InvalidUtf8,
                     format!("invalid UTF-8 at byte {}", e.valid_up_to()),
                 );
-                return self.reject(out, ctx, pos, &rej, UNKNOWN_TENANT, None, None, None, line, len);
+                return self.reject(
+                    out,
+                    ctx,
+                    pos,
+                    &rej,
+                    UNKNOWN_TENANT,
+                    None,
+                    None,
+                    None,
+                    line,
+                    len,
+                );
             }
         };
         let opts = ParseOptions {
@@ -179,10 +207,24 @@ impl<'s> Decoder<'s> {
         let mut attrs = std::mem::take(&mut self.attrs);
         match parse_record(text, opts, &mut attrs) {
             Err(rej) => {
-                self.reject(out, ctx, pos, &rej, UNKNOWN_TENANT, None, None, None, line, len);
+                self.reject(
+                    out,
+                    ctx,
+                    pos,
+                    &rej,
+                    UNKNOWN_TENANT,
+                    None,
+                    None,
+                    None,
+                    line,
+                    len,
+                );
             }
             Ok(parsed) => {
-                let ts = parsed.timestamp.as_ref().and_then(|t| timestamp_micros(t).ok());
+                let ts = parsed
+                    .timestamp
+                    .as_ref()
+                    .and_then(|t| timestamp_micros(t).ok());
                 let stream = match &parsed.stream {
                     Some(Val::Str(s)) => s.as_ref(),
                     other => {
@@ -198,7 +240,18 @@ impl<'s> Decoder<'s> {
                             ),
                         };
                         let rej = Rejection::new(Reason::MissingSource, detail);
-                        self.reject(out, ctx, pos, &rej, UNKNOWN_TENANT, None, None, ts, line, len);
+                        self.reject(
+                            out,
+                            ctx,
+                            pos,
+                            &rej,
+                            UNKNOWN_TENANT,
+                            None,
+                            None,
+                            ts,
+                            line,
+                            len,
+                        );
                         self.attrs = attrs;
                         return;
                     }
@@ -209,7 +262,18 @@ impl<'s> Decoder<'s> {
                             Reason::UnknownTenant,
                             format!("stream {:?} belongs to no configured tenant", stream),
                         );
-                        self.reject(out, ctx, pos, &rej, UNKNOWN_TENANT, Some(stream), None, ts, line, len);
+                        self.reject(
+                            out,
+                            ctx,
+                            pos,
+                            &rej,
+                            UNKNOWN_TENANT,
+                            Some(stream),
+                            None,
+                            ts,
+                            line,
+                            len,
+                        );
                     }
                     Some(tenant) => {
                         let event_id = hash_hex(line);
@@ -285,12 +349,29 @@ impl<'s> Decoder<'s> {
 
     /// One line of a CloudWatch Logs subscription file: base64 of the gzip
     /// payload.
-    pub fn cloudwatch_line(&mut self, line: &[u8], ctx: &ItemCtx<'_>, line_no: u64, out: &mut dyn Emit) {
+    pub fn cloudwatch_line(
+        &mut self,
+        line: &[u8],
+        ctx: &ItemCtx<'_>,
+        line_no: u64,
+        out: &mut dyn Emit,
+    ) {
         match cwl::decode_base64(line) {
             Ok(gz) => self.cloudwatch_payload(&gz, line, ctx, line_no, out),
             Err(rej) => {
                 let len = line.len() as u64;
-                self.reject(out, ctx, Pos::Line(line_no), &rej, UNKNOWN_TENANT, None, None, None, line, len);
+                self.reject(
+                    out,
+                    ctx,
+                    Pos::Line(line_no),
+                    &rej,
+                    UNKNOWN_TENANT,
+                    None,
+                    None,
+                    None,
+                    line,
+                    len,
+                );
             }
         }
     }
@@ -309,13 +390,35 @@ impl<'s> Decoder<'s> {
         let raw_len = raw.len() as u64;
         let mut buf = std::mem::take(&mut self.gz);
         if let Err(rej) = cwl::gunzip_bounded(gz, self.settings.max_envelope_bytes, &mut buf) {
-            self.reject(out, ctx, pos, &rej, UNKNOWN_TENANT, None, None, None, raw, raw_len);
+            self.reject(
+                out,
+                ctx,
+                pos,
+                &rej,
+                UNKNOWN_TENANT,
+                None,
+                None,
+                None,
+                raw,
+                raw_len,
+            );
             self.gz = buf;
             return;
         }
         match cwl::parse_envelope(&buf, self.settings.max_envelope_events) {
             Err(rej) => {
-                self.reject(out, ctx, pos, &rej, UNKNOWN_TENANT, None, None, None, raw, raw_len);
+                self.reject(
+                    out,
+                    ctx,
+                    pos,
+                    &rej,
+                    UNKNOWN_TENANT,
+                    None,
+                    None,
+                    None,
+                    raw,
+                    raw_len,
+                );
             }
             Ok(Decoded::Control) => out.control(),
             Ok(Decoded::Data(env)) => self.envelope(&env, raw, ctx, line_no, out),
@@ -339,7 +442,18 @@ impl<'s> Decoder<'s> {
                 Reason::UnknownTenant,
                 format!("log group {group:?} belongs to no configured tenant"),
             );
-            return self.reject(out, ctx, pos, &rej, UNKNOWN_TENANT, Some(group), None, None, raw, raw_len);
+            return self.reject(
+                out,
+                ctx,
+                pos,
+                &rej,
+                UNKNOWN_TENANT,
+                Some(group),
+                None,
+                None,
+                raw,
+                raw_len,
+            );
         };
         if !tenant.allows_account(&env.owner) {
             // Not the tenant's data: kept out of its partitions.
@@ -350,7 +464,18 @@ impl<'s> Decoder<'s> {
                     env.owner, tenant.id
                 ),
             );
-            return self.reject(out, ctx, pos, &rej, UNKNOWN_TENANT, Some(group), None, None, raw, raw_len);
+            return self.reject(
+                out,
+                ctx,
+                pos,
+                &rej,
+                UNKNOWN_TENANT,
+                Some(group),
+                None,
+                None,
+                raw,
+                raw_len,
+            );
         }
         let opts = ParseOptions {
             stream_field: None,
@@ -372,17 +497,50 @@ impl<'s> Decoder<'s> {
                     ),
                 );
                 let id = Some(ev.id.as_ref()).filter(|s| !s.is_empty());
-                self.reject(out, ctx, pos, &rej, key, Some(group), id, fallback, msg, msg.len() as u64);
+                self.reject(
+                    out,
+                    ctx,
+                    pos,
+                    &rej,
+                    key,
+                    Some(group),
+                    id,
+                    fallback,
+                    msg,
+                    msg.len() as u64,
+                );
                 continue;
             }
             if ev.id.is_empty() {
                 let rej = Rejection::new(Reason::MissingField, "CloudWatch event has no id");
-                self.reject(out, ctx, pos, &rej, key, Some(group), None, fallback, msg, msg.len() as u64);
+                self.reject(
+                    out,
+                    ctx,
+                    pos,
+                    &rej,
+                    key,
+                    Some(group),
+                    None,
+                    fallback,
+                    msg,
+                    msg.len() as u64,
+                );
                 continue;
             }
             match parse_record(&ev.message, opts, &mut attrs) {
                 Err(rej) => {
-                    self.reject(out, ctx, pos, &rej, key, Some(group), Some(&ev.id), fallback, msg, msg.len() as u64);
+                    self.reject(
+                        out,
+                        ctx,
+                        pos,
+                        &rej,
+                        key,
+                        Some(group),
+                        Some(&ev.id),
+                        fallback,
+                        msg,
+                        msg.len() as u64,
+                    );
                 }
                 Ok(parsed) => {
                     let origin = Origin {

@@ -26,6 +26,7 @@ use crate::batcher::{Batcher, DecodeStats, Flush};
 use crate::decode::{Decoder, ItemCtx, Pos};
 use crate::error::{Error, Result};
 use crate::reader::read_lines;
+use crate::reason::Reason;
 
 /// Input encoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -158,7 +159,9 @@ async fn write_one(
     let created = put_create(store.as_ref(), &path, bytes).await?;
     let latency = t0.elapsed();
     if let Some((window, tenant, batch_id)) = &landing {
-        ledger.mark(&pending_marker(*window, tenant, batch_id)).await?;
+        ledger
+            .mark(&pending_marker(*window, tenant, batch_id))
+            .await?;
     }
     Ok(Written {
         landing: landing.is_some(),
@@ -285,13 +288,22 @@ fn decode_input(
 ) -> Result<DecodeStats> {
     let f = &settings.forward;
     let (ltx, lrx) = std::sync::mpsc::sync_channel(4);
-    let (max_line, keep) = (f.max_record_bytes, f.dlq_raw_limit.min(f.max_record_bytes));
+    // A CloudWatch Logs line is base64 of a gzip payload: bounded by the
+    // envelope limit (compressed data is at most a little larger than its
+    // input), not by the record limit.
+    let (max_line, too_long) = match format {
+        Format::Ndjson => (f.max_record_bytes, Reason::OversizedRecord),
+        Format::Cloudwatch => (
+            f.max_envelope_bytes / 3 * 4 + 4096,
+            Reason::EnvelopeTooLarge,
+        ),
+    };
+    let keep = f.dlq_raw_limit.min(max_line);
     let streaming = matches!(input, Input::Stdin);
     let reader = match input {
         Input::File(path) => {
-            let file = std::fs::File::open(path).map_err(|e| {
-                Error::Core(logferry_core::Error::io(path.display(), e))
-            })?;
+            let file = std::fs::File::open(path)
+                .map_err(|e| Error::Core(logferry_core::Error::io(path.display(), e)))?;
             std::thread::Builder::new()
                 .name("logferry-read".into())
                 .spawn(move || {
@@ -335,7 +347,9 @@ fn decode_input(
             Ok(Ok(chunk)) => {
                 let now_us = now(settings);
                 decoder.set_now(now_us);
-                batcher.set_dlq_window(Window::from_micros(now_us).unwrap_or_else(|| Window::containing(Utc::now())));
+                batcher.set_dlq_window(
+                    Window::from_micros(now_us).unwrap_or_else(|| Window::containing(Utc::now())),
+                );
                 let ctx = ItemCtx {
                     input: &input_name,
                     ingest_us: Utc::now().timestamp_micros(),
@@ -343,7 +357,15 @@ fn decode_input(
                 for it in &chunk.items {
                     let line = chunk.line(it);
                     if it.too_long {
-                        decoder.oversized(line, it.total_len, &ctx, Pos::Line(it.number), &mut batcher);
+                        decoder.oversized(
+                            too_long,
+                            line,
+                            it.total_len,
+                            max_line,
+                            &ctx,
+                            Pos::Line(it.number),
+                            &mut batcher,
+                        );
                         continue;
                     }
                     match format {

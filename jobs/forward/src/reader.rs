@@ -131,7 +131,14 @@ fn memchr(b: &[u8]) -> Option<usize> {
 mod tests {
     use super::*;
 
-    fn lines(input: &[u8], max: usize, keep: usize, cap: usize) -> (Vec<(Vec<u8>, u64, u64, bool)>, u64) {
+    type Lines = Vec<(Vec<u8>, u64, u64, bool)>;
+
+    fn lines(
+        input: &[u8],
+        max: usize,
+        keep: usize,
+        cap: usize,
+    ) -> (Lines, u64) {
         let (tx, rx) = std::sync::mpsc::sync_channel(1000);
         let blank = Arc::new(AtomicU64::new(0));
         let r = io::BufReader::with_capacity(cap, input);

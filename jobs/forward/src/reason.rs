@@ -112,7 +112,10 @@ mod tests {
         let mut seen = std::collections::BTreeSet::new();
         for r in Reason::ALL {
             assert!(seen.insert(r.as_str()));
-            assert_eq!(serde_json::to_string(&r).unwrap(), format!("\"{}\"", r.as_str()));
+            assert_eq!(
+                serde_json::to_string(&r).unwrap(),
+                format!("\"{}\"", r.as_str())
+            );
         }
     }
 }

@@ -12,8 +12,8 @@ use std::borrow::Cow;
 use std::fmt;
 
 use chrono::DateTime;
-use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
 use logferry_core::config::{Tenant, TenantRegistry};
@@ -371,13 +371,23 @@ pub fn check_tenant_claim(
 
 fn required<'a, 'v>(v: &'v Option<Val<'a>>, name: &str) -> Result<&'v Val<'a>, Rejection> {
     match v {
-        None => Err(Rejection::new(Reason::MissingField, format!("field {name} is missing"))),
-        Some(Val::Null) => Err(Rejection::new(Reason::MissingField, format!("field {name} is null"))),
+        None => Err(Rejection::new(
+            Reason::MissingField,
+            format!("field {name} is missing"),
+        )),
+        Some(Val::Null) => Err(Rejection::new(
+            Reason::MissingField,
+            format!("field {name} is null"),
+        )),
         Some(v) => Ok(v),
     }
 }
 
-fn string_field<'a>(v: &Option<Val<'a>>, name: &str, non_empty: bool) -> Result<Cow<'a, str>, Rejection> {
+fn string_field<'a>(
+    v: &Option<Val<'a>>,
+    name: &str,
+    non_empty: bool,
+) -> Result<Cow<'a, str>, Rejection> {
     match required(v, name)? {
         Val::Str(s) if non_empty && s.trim().is_empty() => Err(Rejection::new(
             Reason::MissingField,
@@ -397,7 +407,10 @@ fn optional_string<'a>(v: &Option<Val<'a>>, name: &str) -> Result<Option<Cow<'a,
         Some(Val::Str(s)) => Ok(Some(s.clone())),
         Some(other) => Err(Rejection::new(
             Reason::WrongType,
-            format!("{name} must be a string or null, found {}", other.type_name()),
+            format!(
+                "{name} must be a string or null, found {}",
+                other.type_name()
+            ),
         )),
     }
 }
@@ -406,7 +419,11 @@ fn optional_string<'a>(v: &Option<Val<'a>>, name: &str) -> Result<Option<Cow<'a,
 pub fn timestamp_micros(v: &Val<'_>) -> Result<i64, Rejection> {
     match v {
         Val::Int(ms) => ms.checked_mul(1000).ok_or_else(|| {
-            let reason = if *ms > 0 { Reason::TsFuture } else { Reason::TsPast };
+            let reason = if *ms > 0 {
+                Reason::TsFuture
+            } else {
+                Reason::TsPast
+            };
             Rejection::new(reason, format!("timestamp {ms} ms is out of range"))
         }),
         Val::BigUint(ms) => Err(Rejection::new(
@@ -415,7 +432,11 @@ pub fn timestamp_micros(v: &Val<'_>) -> Result<i64, Rejection> {
         )),
         // Integers beyond 64 bits arrive as floats: out of range, not fractional.
         Val::Float(f) if f.fract() == 0.0 && f.abs() >= 9.2e18 => Err(Rejection::new(
-            if *f > 0.0 { Reason::TsFuture } else { Reason::TsPast },
+            if *f > 0.0 {
+                Reason::TsFuture
+            } else {
+                Reason::TsPast
+            },
             format!("timestamp {f:e} ms is out of range"),
         )),
         Val::Str(s) => DateTime::parse_from_rfc3339(s)
@@ -599,26 +620,56 @@ mod tests {
         v.as_object_mut().unwrap().remove("tenant_id");
         v.as_object_mut().unwrap().remove("request_id");
         assert!(check(&v.to_string()).is_ok());
-        assert_eq!(reason(&GOOD.replace("\"level\":\"info\"", "\"level\":\" \"")), Reason::MissingField);
+        assert_eq!(
+            reason(&GOOD.replace("\"level\":\"info\"", "\"level\":\" \"")),
+            Reason::MissingField
+        );
     }
 
     #[test]
     fn tenant_claims() {
-        assert_eq!(reason(&GOOD.replace("\"tenant_id\":\"a\"", "\"tenant_id\":\"b\"")), Reason::CrossTenant);
-        assert_eq!(reason(&GOOD.replace("\"tenant_id\":\"a\"", "\"tenant_id\":\"A\"")), Reason::UnknownTenant);
-        assert_eq!(reason(&GOOD.replace("\"tenant_id\":\"a\"", "\"tenant_id\":\"a \"")), Reason::UnknownTenant);
+        assert_eq!(
+            reason(&GOOD.replace("\"tenant_id\":\"a\"", "\"tenant_id\":\"b\"")),
+            Reason::CrossTenant
+        );
+        assert_eq!(
+            reason(&GOOD.replace("\"tenant_id\":\"a\"", "\"tenant_id\":\"A\"")),
+            Reason::UnknownTenant
+        );
+        assert_eq!(
+            reason(&GOOD.replace("\"tenant_id\":\"a\"", "\"tenant_id\":\"a \"")),
+            Reason::UnknownTenant
+        );
     }
 
     #[test]
     fn time_range_and_size() {
-        assert_eq!(reason(&GOOD.replace("1750000000000", "1950000000000")), Reason::TsFuture);
+        assert_eq!(
+            reason(&GOOD.replace("1750000000000", "1950000000000")),
+            Reason::TsFuture
+        );
         assert_eq!(reason(&GOOD.replace("1750000000000", "0")), Reason::TsPast);
         assert_eq!(reason(&GOOD.replace("1750000000000", "-5")), Reason::TsPast);
-        assert_eq!(reason(&GOOD.replace("1750000000000", "1750000000")), Reason::TsPast);
-        assert_eq!(reason(&GOOD.replace("1750000000000", "1750000000000000")), Reason::TsFuture);
-        assert_eq!(reason(&GOOD.replace("1750000000000", "99999999999999999999")), Reason::TsFuture);
-        assert_eq!(reason(&GOOD.replace("1750000000000", "9223372036854775807")), Reason::TsFuture);
-        let big = GOOD.replace("\"message\":\"m\"", &format!("\"message\":\"{}\"", "x".repeat(101)));
+        assert_eq!(
+            reason(&GOOD.replace("1750000000000", "1750000000")),
+            Reason::TsPast
+        );
+        assert_eq!(
+            reason(&GOOD.replace("1750000000000", "1750000000000000")),
+            Reason::TsFuture
+        );
+        assert_eq!(
+            reason(&GOOD.replace("1750000000000", "99999999999999999999")),
+            Reason::TsFuture
+        );
+        assert_eq!(
+            reason(&GOOD.replace("1750000000000", "9223372036854775807")),
+            Reason::TsFuture
+        );
+        let big = GOOD.replace(
+            "\"message\":\"m\"",
+            &format!("\"message\":\"{}\"", "x".repeat(101)),
+        );
         assert_eq!(reason(&big), Reason::OversizedMessage);
     }
 

@@ -198,22 +198,23 @@ pub fn tenant_id(i: usize) -> String {
     format!("tenant-{i:04}")
 }
 
-/// The AWS account of tenant `i` under `seed`.
-pub fn tenant_account(seed: u64, i: usize) -> String {
-    let mut r = Rng::new(seed ^ 0xacc0_u64.wrapping_mul(i as u64 + 1));
+/// The AWS account of tenant `i` (the same for every seed, so one config
+/// serves every generated workload).
+pub fn tenant_account(i: usize) -> String {
+    let mut r = Rng::new(0xacc0_u64.wrapping_mul(i as u64 + 1));
     format!("{:012}", 100_000_000_000 + r.below(900_000_000_000))
 }
 
 /// `[[tenant]]` tables for the generated tenants: stream `logs-<id>`, log
 /// group prefix `/tenants/<id>/`, and the tenant's account.
-pub fn tenants_toml(seed: u64, tenants: usize) -> String {
+pub fn tenants_toml(tenants: usize) -> String {
     let mut s = String::new();
     for i in 0..tenants {
         let id = tenant_id(i);
         let _ = write!(
             s,
             "[[tenant]]\nid = \"{id}\"\nstreams = [\"logs-{id}\"]\nlog_groups = [\"/tenants/{id}/\"]\naccounts = [\"{}\"]\n\n",
-            tenant_account(seed, i)
+            tenant_account(i)
         );
     }
     s
@@ -273,12 +274,54 @@ const SERVICES: [&str; 12] = [
 ];
 const REGIONS: [&str; 4] = ["us-east-1", "us-west-2", "eu-west-1", "ap-southeast-2"];
 const WORDS: [&str; 48] = [
-    "request", "response", "user", "session", "token", "cache", "miss", "hit", "retry",
-    "upstream", "timeout", "connection", "pool", "queue", "consumer", "batch", "flush",
-    "commit", "shard", "partition", "offset", "lag", "latency", "slow", "query", "index",
-    "rows", "bytes", "socket", "closed", "handshake", "tls", "config", "reload", "flag",
-    "throttled", "backoff", "circuit", "breaker", "health", "check", "degraded", "pod",
-    "evicted", "heap", "order", "invoice", "café",
+    "request",
+    "response",
+    "user",
+    "session",
+    "token",
+    "cache",
+    "miss",
+    "hit",
+    "retry",
+    "upstream",
+    "timeout",
+    "connection",
+    "pool",
+    "queue",
+    "consumer",
+    "batch",
+    "flush",
+    "commit",
+    "shard",
+    "partition",
+    "offset",
+    "lag",
+    "latency",
+    "slow",
+    "query",
+    "index",
+    "rows",
+    "bytes",
+    "socket",
+    "closed",
+    "handshake",
+    "tls",
+    "config",
+    "reload",
+    "flag",
+    "throttled",
+    "backoff",
+    "circuit",
+    "breaker",
+    "health",
+    "check",
+    "degraded",
+    "pod",
+    "evicted",
+    "heap",
+    "order",
+    "invoice",
+    "café",
 ];
 const PATHS: [&str; 5] = [
     "/api/v1/orders/",
@@ -470,7 +513,11 @@ fn render(r: &Rec, tenants: &[String], stream: Option<&str>, o: &Render<'_>) -> 
     if let Some(v) = pick(&o.request_id, q(&r.request_id)) {
         field(&mut s, "request_id", &v);
     }
-    let trace = r.trace_id.as_deref().map(q).unwrap_or_else(|| "null".into());
+    let trace = r
+        .trace_id
+        .as_deref()
+        .map(q)
+        .unwrap_or_else(|| "null".into());
     field(&mut s, "trace_id", &trace);
     field(&mut s, "metadata", &r.metadata);
     let stream = match o.stream {
@@ -502,12 +549,14 @@ impl<'s> Gen<'s> {
         let mut rng = Rng::new(spec.seed);
         let n = spec.tenants;
         let tenant_ids: Vec<String> = (0..n).map(tenant_id).collect();
-        let accounts = (0..n).map(|i| tenant_account(spec.seed, i)).collect();
+        let accounts = (0..n).map(tenant_account).collect();
         let services = (0..n)
             .map(|_| {
                 let k = 3 + rng.below(5) as usize;
                 let start = rng.below(SERVICES.len() as u64) as usize;
-                (0..k).map(|j| SERVICES[(start + j * 5) % SERVICES.len()]).collect()
+                (0..k)
+                    .map(|j| SERVICES[(start + j * 5) % SERVICES.len()])
+                    .collect()
             })
             .collect();
         // Zipf-like tenant sizes: a few big tenants, a long tail.
@@ -542,7 +591,18 @@ impl<'s> Gen<'s> {
             .min(self.spec.tenants - 1)
     }
 
-    fn label(&mut self, format: &str, line: u64, event: Option<u64>, tenant: &str, outcome: Outcome, reason: Option<&str>, kind: &str, variant: &str) {
+    #[allow(clippy::too_many_arguments)]
+    fn label(
+        &mut self,
+        format: &str,
+        line: u64,
+        event: Option<u64>,
+        tenant: &str,
+        outcome: Outcome,
+        reason: Option<&str>,
+        kind: &str,
+        variant: &str,
+    ) {
         self.labels.push(Label {
             format: format.into(),
             line,
@@ -595,7 +655,8 @@ impl<'s> Gen<'s> {
         };
         while m.len() < target {
             m.push(' ');
-            m.push_str(*r.pick(&WORDS));
+            let w: &&str = r.pick(&WORDS);
+            m.push_str(w);
             if r.below(8) == 0 {
                 let _ = write!(m, "={}", r.below(1_000_000));
             }
@@ -622,7 +683,11 @@ impl<'s> Gen<'s> {
         let trace_id = if self.rng.below(16) == 0 {
             None
         } else {
-            Some(format!("{:016x}{:016x}", self.rng.next_u64(), self.rng.next_u64()))
+            Some(format!(
+                "{:016x}{:016x}",
+                self.rng.next_u64(),
+                self.rng.next_u64()
+            ))
         };
         let metadata = format!(
             "{{\"source_account\":\"{}\",\"region\":\"{}\",\"host\":\"ip-10-{}-{}-{}\",\"duration_ms\":{}.{:03},\"retry_count\":{}}}",
@@ -674,7 +739,12 @@ impl<'s> Gen<'s> {
 
     /// The variants of a kind that apply to both formats: returns the record
     /// text, outcome, reason and variant.
-    fn record_kind(&mut self, kind: &str, rec: &mut Rec, stream: Option<&str>) -> (String, Outcome, Option<&'static str>, String) {
+    fn record_kind(
+        &mut self,
+        kind: &str,
+        rec: &mut Rec,
+        stream: Option<&str>,
+    ) -> (String, Outcome, Option<&'static str>, String) {
         let tenants = self.tenant_ids.clone();
         let q = |v: &str| {
             let mut t = String::new();
@@ -685,7 +755,16 @@ impl<'s> Gen<'s> {
         match kind {
             "malformed_json" => {
                 let line = keep(rec);
-                let vs = ["truncated", "trailing_comma", "single_quotes", "unquoted_key", "plain_text", "not_object", "duplicate_key", "nan"];
+                let vs = [
+                    "truncated",
+                    "trailing_comma",
+                    "single_quotes",
+                    "unquoted_key",
+                    "plain_text",
+                    "not_object",
+                    "duplicate_key",
+                    "nan",
+                ];
                 let v = *self.rng.pick(&vs);
                 let text = match v {
                     "truncated" => {
@@ -698,15 +777,25 @@ impl<'s> Gen<'s> {
                     "trailing_comma" => format!("{},}}", &line[..line.len() - 1]),
                     "single_quotes" => line.replace('"', "'"),
                     "unquoted_key" => line.replacen("\"level\":", "level:", 1),
-                    "plain_text" => format!("{} {} [{}] {}", Self::iso(rec.ts), rec.level, rec.service, rec.message.replace('\n', " ")),
+                    "plain_text" => format!(
+                        "{} {} [{}] {}",
+                        Self::iso(rec.ts),
+                        rec.level,
+                        rec.service,
+                        rec.message.replace('\n', " ")
+                    ),
                     "not_object" => format!("[{line}]"),
-                    "duplicate_key" => line.replacen("\"level\":", "\"level\":\"DEBUG\",\"level\":", 1),
+                    "duplicate_key" => {
+                        line.replacen("\"level\":", "\"level\":\"DEBUG\",\"level\":", 1)
+                    }
                     _ => line.replacen("\"retry_count\":", "\"retry_count\":NaN,\"x\":", 1),
                 };
                 (text, Outcome::DlqForward, Some("malformed_json"), v.into())
             }
             "unknown_tenant_claim" => {
-                let v = *self.rng.pick(&["upper_case", "unregistered", "whitespace", "empty"]);
+                let v = *self
+                    .rng
+                    .pick(&["upper_case", "unregistered", "whitespace", "empty"]);
                 let t = &tenants[rec.tenant];
                 let claim = match v {
                     "upper_case" => t.to_uppercase(),
@@ -714,13 +803,30 @@ impl<'s> Gen<'s> {
                     "whitespace" => format!("{t} "),
                     _ => String::new(),
                 };
-                let o = Render { tenant: Some(Some(q(&claim))), ..Default::default() };
-                (render(rec, &tenants, stream, &o), Outcome::DlqForward, Some("unknown_tenant"), v.into())
+                let o = Render {
+                    tenant: Some(Some(q(&claim))),
+                    ..Default::default()
+                };
+                (
+                    render(rec, &tenants, stream, &o),
+                    Outcome::DlqForward,
+                    Some("unknown_tenant"),
+                    v.into(),
+                )
             }
             "cross_tenant" => {
-                let other = (rec.tenant + 1 + self.rng.below(tenants.len() as u64 - 1) as usize) % tenants.len();
-                let o = Render { tenant: Some(Some(q(&tenants[other]))), ..Default::default() };
-                (render(rec, &tenants, stream, &o), Outcome::DlqForward, Some("cross_tenant"), format!("claims_{}", tenants[other]))
+                let other = (rec.tenant + 1 + self.rng.below(tenants.len() as u64 - 1) as usize)
+                    % tenants.len();
+                let o = Render {
+                    tenant: Some(Some(q(&tenants[other]))),
+                    ..Default::default()
+                };
+                (
+                    render(rec, &tenants, stream, &o),
+                    Outcome::DlqForward,
+                    Some("cross_tenant"),
+                    format!("claims_{}", tenants[other]),
+                )
             }
             "missing_field" => {
                 // CloudWatch events carry their own timestamp, which stands in
@@ -739,33 +845,71 @@ impl<'s> Gen<'s> {
                     "service" => o.service = Some(None),
                     _ => o.message = Some(None),
                 }
-                (render(rec, &tenants, stream, &o), Outcome::DlqForward, Some("missing_field"), v.into())
+                (
+                    render(rec, &tenants, stream, &o),
+                    Outcome::DlqForward,
+                    Some("missing_field"),
+                    v.into(),
+                )
             }
             "wrong_type" => {
-                let v = *self.rng.pick(&["timestamp_numeric_string", "timestamp_fraction", "level_int", "message_object", "tenant_int", "request_id_number"]);
+                let v = *self.rng.pick(&[
+                    "timestamp_numeric_string",
+                    "timestamp_fraction",
+                    "level_int",
+                    "message_object",
+                    "tenant_int",
+                    "request_id_number",
+                ]);
                 let mut o = Render::default();
                 match v {
                     "timestamp_numeric_string" => o.ts = Some(Some(format!("\"{}\"", rec.ts))),
                     "timestamp_fraction" => o.ts = Some(Some(format!("{}.5", rec.ts))),
                     "level_int" => o.level = Some(Some("30".into())),
-                    "message_object" => o.message = Some(Some(format!("{{\"text\":{}}}", q(&rec.message[..rec.message.len().min(40)])))),
+                    "message_object" => {
+                        o.message = Some(Some(format!(
+                            "{{\"text\":{}}}",
+                            q(&rec.message[..rec.message.len().min(40)])
+                        )))
+                    }
                     "tenant_int" => o.tenant = Some(Some(rec.tenant.to_string())),
                     _ => o.request_id = Some(Some(self.rng.below(1_000_000).to_string())),
                 }
-                (render(rec, &tenants, stream, &o), Outcome::DlqForward, Some("wrong_type"), v.into())
+                (
+                    render(rec, &tenants, stream, &o),
+                    Outcome::DlqForward,
+                    Some("wrong_type"),
+                    v.into(),
+                )
             }
             "ts_future" => {
-                let v = *self.rng.pick(&["years_ahead", "days_ahead", "microseconds"]);
+                let v = *self
+                    .rng
+                    .pick(&["years_ahead", "days_ahead", "microseconds"]);
                 let ts = match v {
                     "years_ahead" => rec.ts + (1 + self.rng.below(10) as i64) * 365 * 86_400_000,
                     "days_ahead" => self.spec.now_ms + (2 + self.rng.below(30) as i64) * 86_400_000,
                     _ => rec.ts * 1000,
                 };
-                let o = Render { ts: Some(Some(ts.to_string())), ..Default::default() };
-                (render(rec, &tenants, stream, &o), Outcome::DlqForward, Some("ts_future"), v.into())
+                let o = Render {
+                    ts: Some(Some(ts.to_string())),
+                    ..Default::default()
+                };
+                (
+                    render(rec, &tenants, stream, &o),
+                    Outcome::DlqForward,
+                    Some("ts_future"),
+                    v.into(),
+                )
             }
             "ts_past" => {
-                let v = *self.rng.pick(&["beyond_max_age", "years_ago", "epoch_zero", "negative", "seconds_not_ms"]);
+                let v = *self.rng.pick(&[
+                    "beyond_max_age",
+                    "years_ago",
+                    "epoch_zero",
+                    "negative",
+                    "seconds_not_ms",
+                ]);
                 let ts = match v {
                     "beyond_max_age" => self.spec.now_ms - self.spec.max_age_ms - 86_400_000,
                     "years_ago" => rec.ts - (1 + self.rng.below(10) as i64) * 365 * 86_400_000,
@@ -773,25 +917,55 @@ impl<'s> Gen<'s> {
                     "negative" => -1 - self.rng.below(1 << 30) as i64,
                     _ => rec.ts / 1000,
                 };
-                let o = Render { ts: Some(Some(ts.to_string())), ..Default::default() };
-                (render(rec, &tenants, stream, &o), Outcome::DlqForward, Some("ts_past"), v.into())
+                let o = Render {
+                    ts: Some(Some(ts.to_string())),
+                    ..Default::default()
+                };
+                (
+                    render(rec, &tenants, stream, &o),
+                    Outcome::DlqForward,
+                    Some("ts_past"),
+                    v.into(),
+                )
             }
             "oversized_message" => {
                 let room = self.spec.max_record_bytes.saturating_sub(4096);
-                let len = (self.spec.max_message_bytes + 1 + self.rng.below(4096) as usize).min(room);
+                let len =
+                    (self.spec.max_message_bytes + 1 + self.rng.below(4096) as usize).min(room);
                 let m = self.message("INFO", len);
                 rec.message = m;
-                (keep(rec), Outcome::DlqForward, Some("oversized_message"), format!("len_{}", rec.message.len()))
+                (
+                    keep(rec),
+                    Outcome::DlqForward,
+                    Some("oversized_message"),
+                    format!("len_{}", rec.message.len()),
+                )
             }
             "invalid_level" => {
                 let v = *self.rng.pick(&["VERBOSE", "NOTICE", "CRIT"]);
-                let o = Render { level: Some(Some(q(v))), ..Default::default() };
-                (render(rec, &tenants, stream, &o), Outcome::DlqAggregate, Some("invalid_level"), v.to_lowercase())
+                let o = Render {
+                    level: Some(Some(q(v))),
+                    ..Default::default()
+                };
+                (
+                    render(rec, &tenants, stream, &o),
+                    Outcome::DlqAggregate,
+                    Some("invalid_level"),
+                    v.to_lowercase(),
+                )
             }
             "empty_message" => {
                 let v = *self.rng.pick(&["empty", "blank"]);
-                let o = Render { message: Some(Some(q(if v == "empty" { "" } else { "   \t " }))), ..Default::default() };
-                (render(rec, &tenants, stream, &o), Outcome::DlqAggregate, Some("empty_message"), v.into())
+                let o = Render {
+                    message: Some(Some(q(if v == "empty" { "" } else { "   \t " }))),
+                    ..Default::default()
+                };
+                (
+                    render(rec, &tenants, stream, &o),
+                    Outcome::DlqAggregate,
+                    Some("empty_message"),
+                    v.into(),
+                )
             }
             "invalid_service" => {
                 let v = *self.rng.pick(&["spaces", "punctuation", "too_long"]);
@@ -800,20 +974,52 @@ impl<'s> Gen<'s> {
                     "punctuation" => "checkout!".to_string(),
                     _ => "s".repeat(200),
                 };
-                let o = Render { service: Some(Some(q(&s))), ..Default::default() };
-                (render(rec, &tenants, stream, &o), Outcome::DlqAggregate, Some("invalid_service"), v.into())
+                let o = Render {
+                    service: Some(Some(q(&s))),
+                    ..Default::default()
+                };
+                (
+                    render(rec, &tenants, stream, &o),
+                    Outcome::DlqAggregate,
+                    Some("invalid_service"),
+                    v.into(),
+                )
             }
             "coerced_iso_timestamp" => {
-                let o = Render { ts: Some(Some(q(&Self::iso(rec.ts)))), ..Default::default() };
-                (render(rec, &tenants, stream, &o), Outcome::Loaded, None, "rfc3339".into())
+                let o = Render {
+                    ts: Some(Some(q(&Self::iso(rec.ts)))),
+                    ..Default::default()
+                };
+                (
+                    render(rec, &tenants, stream, &o),
+                    Outcome::Loaded,
+                    None,
+                    "rfc3339".into(),
+                )
             }
             "coerced_lowercase_level" => {
-                let o = Render { level: Some(Some(q(&rec.level.to_lowercase()))), ..Default::default() };
-                (render(rec, &tenants, stream, &o), Outcome::Loaded, None, "lowercase".into())
+                let o = Render {
+                    level: Some(Some(q(&rec.level.to_lowercase()))),
+                    ..Default::default()
+                };
+                (
+                    render(rec, &tenants, stream, &o),
+                    Outcome::Loaded,
+                    None,
+                    "lowercase".into(),
+                )
             }
             "coerced_no_tenant_field" => {
-                let o = Render { tenant: Some(None), ..Default::default() };
-                (render(rec, &tenants, stream, &o), Outcome::Loaded, None, "absent".into())
+                let o = Render {
+                    tenant: Some(None),
+                    ..Default::default()
+                };
+                (
+                    render(rec, &tenants, stream, &o),
+                    Outcome::Loaded,
+                    None,
+                    "absent".into(),
+                )
             }
             "shared_request_id" => {
                 let t = rec.tenant;
@@ -844,48 +1050,111 @@ impl<'s> Gen<'s> {
             if x < self.spec.duplicate_fraction && !self.recent_lines[t].is_empty() {
                 let k = self.rng.below(self.recent_lines[t].len() as u64) as usize;
                 line = self.recent_lines[t][k].0.clone().into_bytes();
-                self.label("ndjson", line_no, None, &tkey, Outcome::Duplicate, None, "duplicate_exact", "redelivery");
+                self.label(
+                    "ndjson",
+                    line_no,
+                    None,
+                    &tkey,
+                    Outcome::Duplicate,
+                    None,
+                    "duplicate_exact",
+                    "redelivery",
+                );
             } else if x < self.spec.duplicate_fraction + self.spec.bad_fraction {
                 let kind = picker.pick(&mut self.rng);
                 let mut rec = self.good(t, ts, None);
                 match kind {
                     "invalid_utf8" => {
-                        let text = render(&rec, &self.tenant_ids, Some(&stream), &Render::default());
+                        let text =
+                            render(&rec, &self.tenant_ids, Some(&stream), &Render::default());
                         let p = text.find("\"message\":\"").map_or(1, |p| p + 11);
                         line = text.into_bytes();
                         line.splice(p..p, [0xff, 0xfe]);
-                        self.label("ndjson", line_no, None, UNKNOWN_TENANT, Outcome::DlqForward, Some("invalid_utf8"), kind, "bytes_ff_fe");
+                        self.label(
+                            "ndjson",
+                            line_no,
+                            None,
+                            UNKNOWN_TENANT,
+                            Outcome::DlqForward,
+                            Some("invalid_utf8"),
+                            kind,
+                            "bytes_ff_fe",
+                        );
                     }
                     "missing_source" => {
-                        let o = Render { stream: Some(None), ..Default::default() };
+                        let o = Render {
+                            stream: Some(None),
+                            ..Default::default()
+                        };
                         line = render(&rec, &self.tenant_ids, Some(&stream), &o).into_bytes();
-                        self.label("ndjson", line_no, None, UNKNOWN_TENANT, Outcome::DlqForward, Some("missing_source"), kind, "absent");
+                        self.label(
+                            "ndjson",
+                            line_no,
+                            None,
+                            UNKNOWN_TENANT,
+                            Outcome::DlqForward,
+                            Some("missing_source"),
+                            kind,
+                            "absent",
+                        );
                     }
                     "unknown_stream" => {
                         let v = *self.rng.pick(&["unregistered", "upper_case", "traversal"]);
                         let s = match v {
-                            "unregistered" => format!("logs-tenant-{:04}", 9000 + self.rng.below(999)),
+                            "unregistered" => {
+                                format!("logs-tenant-{:04}", 9000 + self.rng.below(999))
+                            }
                             "upper_case" => stream.to_uppercase(),
                             _ => format!("../logs-{}", self.tenant_ids[t]),
                         };
-                        let o = Render { stream: Some(Some(&s)), tenant: Some(None), ..Default::default() };
+                        let o = Render {
+                            stream: Some(Some(&s)),
+                            tenant: Some(None),
+                            ..Default::default()
+                        };
                         line = render(&rec, &self.tenant_ids, Some(&stream), &o).into_bytes();
-                        self.label("ndjson", line_no, None, UNKNOWN_TENANT, Outcome::DlqForward, Some("unknown_tenant"), kind, v);
+                        self.label(
+                            "ndjson",
+                            line_no,
+                            None,
+                            UNKNOWN_TENANT,
+                            Outcome::DlqForward,
+                            Some("unknown_tenant"),
+                            kind,
+                            v,
+                        );
                     }
                     "oversized_record" => {
                         let len = self.spec.max_record_bytes + 1 + self.rng.below(1024) as usize;
                         rec.message = self.message("INFO", len);
-                        line = render(&rec, &self.tenant_ids, Some(&stream), &Render::default()).into_bytes();
-                        self.label("ndjson", line_no, None, UNKNOWN_TENANT, Outcome::DlqForward, Some("oversized_record"), kind, "over_limit");
+                        line = render(&rec, &self.tenant_ids, Some(&stream), &Render::default())
+                            .into_bytes();
+                        self.label(
+                            "ndjson",
+                            line_no,
+                            None,
+                            UNKNOWN_TENANT,
+                            Outcome::DlqForward,
+                            Some("oversized_record"),
+                            kind,
+                            "over_limit",
+                        );
                     }
                     _ => {
-                        let (text, outcome, reason, variant) = self.record_kind(kind, &mut rec, Some(&stream));
-                        let key = if kind == "malformed_json" { UNKNOWN_TENANT.to_string() } else { tkey.clone() };
+                        let (text, outcome, reason, variant) =
+                            self.record_kind(kind, &mut rec, Some(&stream));
+                        let key = if kind == "malformed_json" {
+                            UNKNOWN_TENANT.to_string()
+                        } else {
+                            tkey.clone()
+                        };
                         if outcome == Outcome::Loaded {
                             self.remember_request(t, &rec.request_id);
                         }
                         line = text.into_bytes();
-                        self.label("ndjson", line_no, None, &key, outcome, reason, kind, &variant);
+                        self.label(
+                            "ndjson", line_no, None, &key, outcome, reason, kind, &variant,
+                        );
                     }
                 }
             } else {
@@ -898,7 +1167,16 @@ impl<'s> Gen<'s> {
                 }
                 q.push_back((text.clone(), ts));
                 line = text.into_bytes();
-                self.label("ndjson", line_no, None, &tkey, Outcome::Loaded, None, "good", "");
+                self.label(
+                    "ndjson",
+                    line_no,
+                    None,
+                    &tkey,
+                    Outcome::Loaded,
+                    None,
+                    "good",
+                    "",
+                );
             }
             line.push(b'\n');
             bytes += line.len() as u64;
@@ -916,8 +1194,16 @@ impl<'s> Gen<'s> {
         )
     }
 
-    fn envelope_json(&self, t: usize, owner: &str, group: &str, events: &[(String, i64, String)], pad: usize) -> String {
-        let mut s = String::with_capacity(256 + pad + events.iter().map(|e| e.2.len() + 96).sum::<usize>());
+    fn envelope_json(
+        &self,
+        t: usize,
+        owner: &str,
+        group: &str,
+        events: &[(String, i64, String)],
+        pad: usize,
+    ) -> String {
+        let mut s =
+            String::with_capacity(256 + pad + events.iter().map(|e| e.2.len() + 96).sum::<usize>());
         let _ = write!(
             s,
             "{{\"messageType\":\"DATA_MESSAGE\",\"owner\":\"{owner}\",\"logGroup\":"
@@ -965,9 +1251,20 @@ impl<'s> Gen<'s> {
             let x = self.rng.unit();
             let line: String;
             if x < 0.002 {
-                let doc = format!("{{\"messageType\":\"CONTROL_MESSAGE\",\"owner\":\"CloudwatchLogs\",\"logGroup\":\"\",\"logStream\":\"\",\"subscriptionFilters\":[],\"logEvents\":[{{\"id\":\"\",\"timestamp\":{ts0},\"message\":\"CWL CONTROL MESSAGE: Checking health of destination Kinesis stream.\"}}]}}");
+                let doc = format!(
+                    "{{\"messageType\":\"CONTROL_MESSAGE\",\"owner\":\"CloudwatchLogs\",\"logGroup\":\"\",\"logStream\":\"\",\"subscriptionFilters\":[],\"logEvents\":[{{\"id\":\"\",\"timestamp\":{ts0},\"message\":\"CWL CONTROL MESSAGE: Checking health of destination Kinesis stream.\"}}]}}"
+                );
                 line = b64.encode(gzip(doc.as_bytes()));
-                self.label("cloudwatch", line_no, None, UNKNOWN_TENANT, Outcome::Control, None, "control_message", "");
+                self.label(
+                    "cloudwatch",
+                    line_no,
+                    None,
+                    UNKNOWN_TENANT,
+                    Outcome::Control,
+                    None,
+                    "control_message",
+                    "",
+                );
             } else if x < 0.002 + self.spec.bad_fraction {
                 let kind = env_picker.pick(&mut self.rng);
                 let rec = self.good(t, ts0, Some(svc));
@@ -984,19 +1281,37 @@ impl<'s> Gen<'s> {
                         let g = format!("/tenants/tenant-{:04}/{svc}", 9000 + self.rng.below(999));
                         b64.encode(gzip(self.envelope_json(t, &owner, &g, &evs, 0).as_bytes()))
                     }
-                    "account_not_allowed" => b64.encode(gzip(self.envelope_json(t, "999999999999", &group, &evs, 0).as_bytes())),
-                    "gzip_bomb" => b64.encode(gzip(self.envelope_json(t, &owner, &group, &evs, self.spec.max_envelope_bytes + 1).as_bytes())),
+                    "account_not_allowed" => b64.encode(gzip(
+                        self.envelope_json(t, "999999999999", &group, &evs, 0)
+                            .as_bytes(),
+                    )),
+                    "gzip_bomb" => b64.encode(gzip(
+                        self.envelope_json(
+                            t,
+                            &owner,
+                            &group,
+                            &evs,
+                            self.spec.max_envelope_bytes + 1,
+                        )
+                        .as_bytes(),
+                    )),
                     "too_many_events" => {
                         let many: Vec<_> = (0..=self.spec.max_envelope_events as u64)
                             .map(|k| (format!("{:056}", k), ts0, "{}".to_string()))
                             .collect();
-                        b64.encode(gzip(self.envelope_json(t, &owner, &group, &many, 0).as_bytes()))
+                        b64.encode(gzip(
+                            self.envelope_json(t, &owner, &group, &many, 0).as_bytes(),
+                        ))
                     }
                     "corrupt_bad_base64" => {
-                        let s = b64.encode(gzip(self.envelope_json(t, &owner, &group, &evs, 0).as_bytes()));
+                        let s = b64.encode(gzip(
+                            self.envelope_json(t, &owner, &group, &evs, 0).as_bytes(),
+                        ));
                         format!("{}!@#{}", &s[..s.len() / 2], &s[s.len() / 2..])
                     }
-                    "corrupt_not_gzip" => b64.encode(self.envelope_json(t, &owner, &group, &evs, 0)),
+                    "corrupt_not_gzip" => {
+                        b64.encode(self.envelope_json(t, &owner, &group, &evs, 0))
+                    }
                     "corrupt_truncated_gzip" => {
                         let z = gzip(self.envelope_json(t, &owner, &group, &evs, 0).as_bytes());
                         b64.encode(&z[..z.len() / 2])
@@ -1007,9 +1322,19 @@ impl<'s> Gen<'s> {
                     }
                 };
                 produced += 1;
-                self.label("cloudwatch", line_no, None, UNKNOWN_TENANT, Outcome::DlqForward, Some(reason), kind, variant);
+                self.label(
+                    "cloudwatch",
+                    line_no,
+                    None,
+                    UNKNOWN_TENANT,
+                    Outcome::DlqForward,
+                    Some(reason),
+                    kind,
+                    variant,
+                );
             } else {
-                let k = (1 + self.rng.below(self.spec.max_events_per_envelope as u64)).min(n - produced);
+                let k = (1 + self.rng.below(self.spec.max_events_per_envelope as u64))
+                    .min(n - produced);
                 let mut evs = Vec::with_capacity(k as usize);
                 for j in 0..k {
                     let ev_no = j + 1;
@@ -1019,7 +1344,16 @@ impl<'s> Gen<'s> {
                         let i = self.rng.below(self.recent_events[t].len() as u64) as usize;
                         let ev = self.recent_events[t][i].clone();
                         evs.push(ev);
-                        self.label("cloudwatch", line_no, Some(ev_no), &tkey, Outcome::Duplicate, None, "duplicate_exact", "redelivery");
+                        self.label(
+                            "cloudwatch",
+                            line_no,
+                            Some(ev_no),
+                            &tkey,
+                            Outcome::Duplicate,
+                            None,
+                            "duplicate_exact",
+                            "redelivery",
+                        );
                         continue;
                     }
                     let mut rec = self.good(t, ts, Some(svc));
@@ -1029,22 +1363,53 @@ impl<'s> Gen<'s> {
                             "missing_event_id" => {
                                 let msg = render(&rec, &self.tenant_ids, None, &Render::default());
                                 evs.push((String::new(), ts, msg));
-                                self.label("cloudwatch", line_no, Some(ev_no), &tkey, Outcome::DlqForward, Some("missing_field"), kind, "empty_id");
+                                self.label(
+                                    "cloudwatch",
+                                    line_no,
+                                    Some(ev_no),
+                                    &tkey,
+                                    Outcome::DlqForward,
+                                    Some("missing_field"),
+                                    kind,
+                                    "empty_id",
+                                );
                             }
                             "coerced_no_timestamp" => {
-                                let o = Render { ts: Some(None), ..Default::default() };
+                                let o = Render {
+                                    ts: Some(None),
+                                    ..Default::default()
+                                };
                                 let msg = render(&rec, &self.tenant_ids, None, &o);
                                 evs.push((self.event_id(), ts, msg));
                                 self.remember_request(t, &rec.request_id);
-                                self.label("cloudwatch", line_no, Some(ev_no), &tkey, Outcome::Loaded, None, kind, "event_timestamp");
+                                self.label(
+                                    "cloudwatch",
+                                    line_no,
+                                    Some(ev_no),
+                                    &tkey,
+                                    Outcome::Loaded,
+                                    None,
+                                    kind,
+                                    "event_timestamp",
+                                );
                             }
                             _ => {
-                                let (msg, outcome, reason, variant) = self.record_kind(kind, &mut rec, None);
+                                let (msg, outcome, reason, variant) =
+                                    self.record_kind(kind, &mut rec, None);
                                 if outcome == Outcome::Loaded {
                                     self.remember_request(t, &rec.request_id);
                                 }
                                 evs.push((self.event_id(), ts, msg));
-                                self.label("cloudwatch", line_no, Some(ev_no), &tkey, outcome, reason, kind, &variant);
+                                self.label(
+                                    "cloudwatch",
+                                    line_no,
+                                    Some(ev_no),
+                                    &tkey,
+                                    outcome,
+                                    reason,
+                                    kind,
+                                    &variant,
+                                );
                             }
                         }
                     } else {
@@ -1057,11 +1422,22 @@ impl<'s> Gen<'s> {
                         }
                         q.push_back(ev.clone());
                         evs.push(ev);
-                        self.label("cloudwatch", line_no, Some(ev_no), &tkey, Outcome::Loaded, None, "good", "");
+                        self.label(
+                            "cloudwatch",
+                            line_no,
+                            Some(ev_no),
+                            &tkey,
+                            Outcome::Loaded,
+                            None,
+                            "good",
+                            "",
+                        );
                     }
                 }
                 produced += k;
-                line = b64.encode(gzip(self.envelope_json(t, &owner, &group, &evs, 0).as_bytes()));
+                line = b64.encode(gzip(
+                    self.envelope_json(t, &owner, &group, &evs, 0).as_bytes(),
+                ));
             }
             bytes += line.len() as u64 + 1;
             out.write_all(line.as_bytes())?;
@@ -1072,7 +1448,10 @@ impl<'s> Gen<'s> {
 }
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::with_capacity(bytes.len() / 4 + 64), flate2::Compression::fast());
+    let mut e = flate2::write::GzEncoder::new(
+        Vec::with_capacity(bytes.len() / 4 + 64),
+        flate2::Compression::fast(),
+    );
     e.write_all(bytes).expect("writing to a Vec cannot fail");
     e.finish().expect("finishing a Vec cannot fail")
 }
@@ -1104,7 +1483,11 @@ pub fn generate(spec: &WorkloadSpec, dir: &Path) -> io::Result<Workload> {
         ndjson,
         cloudwatch,
         labels: labels_path,
-        items: g.labels.iter().filter(|l| l.outcome != Outcome::Control).count() as u64,
+        items: g
+            .labels
+            .iter()
+            .filter(|l| l.outcome != Outcome::Control)
+            .count() as u64,
         expected,
         input_bytes: bytes,
     })
@@ -1139,8 +1522,13 @@ mod tests {
             assert_eq!(std::fs::read(x).unwrap(), std::fs::read(y).unwrap());
         }
         let labels = read_labels(&wa.labels).unwrap();
-        let kinds: std::collections::BTreeSet<&str> = labels.iter().map(|l| l.kind.as_str()).collect();
-        for (k, _) in NDJSON_BAD.iter().chain(&CWL_EVENT_BAD).chain(&CWL_ENVELOPE_BAD) {
+        let kinds: std::collections::BTreeSet<&str> =
+            labels.iter().map(|l| l.kind.as_str()).collect();
+        for (k, _) in NDJSON_BAD
+            .iter()
+            .chain(&CWL_EVENT_BAD)
+            .chain(&CWL_ENVELOPE_BAD)
+        {
             assert!(kinds.contains(k), "kind {k} never generated");
         }
         assert!(kinds.contains("duplicate_exact") && kinds.contains("good"));

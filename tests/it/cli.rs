@@ -1,0 +1,326 @@
+//! The `logferry` binary's contract: commands, exit codes, output formats.
+
+use std::process::{Command, Stdio};
+
+use crate::common::*;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_logferry"))
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn demo_runs_the_whole_pipeline_and_balances() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = run_ok(
+        bin()
+            .args(["demo", "--records", "3000", "--tenants", "4", "--data-dir"])
+            .arg(&data),
+    );
+    assert!(out.contains("balanced for every tenant"), "{out}");
+    assert!(out.contains("every count matches"), "{out}");
+    // The demo left a config in the data dir: other commands use it as is.
+    let json = run_ok(bin().args(["reconcile", "--json", "--data-dir"]).arg(&data));
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["balanced"], true);
+    assert!(v["tenants"]["tenant-0000"]["loaded"].as_u64().unwrap() > 0);
+    let rows = run_ok(
+        bin()
+            .args(["sql", "--format", "json", "--data-dir"])
+            .arg(&data)
+            .arg("SELECT tenant_id, count(*) AS n FROM warehouse GROUP BY tenant_id ORDER BY tenant_id"),
+    );
+    let v: serde_json::Value = serde_json::from_str(&rows).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 4);
+    assert_eq!(v[0]["tenant_id"], "tenant-0000");
+    // A second demo in the same directory starts afresh.
+    run_ok(
+        bin()
+            .args(["demo", "--records", "500", "--tenants", "2", "--data-dir"])
+            .arg(&data),
+    );
+    // A directory the demo did not make is left alone.
+    let other = dir.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("keep.txt"), "x").unwrap();
+    let out = bin()
+        .args(["demo", "--records", "10", "--data-dir"])
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(other.join("keep.txt").exists());
+}
+
+#[test]
+fn sql_is_read_only_and_speaks_three_formats() {
+    let env = Env::new("");
+    let w = env.generate(&Env::spec(500, 5), "in");
+    let d = env.data_dir().to_path_buf();
+    let cfg = env.config.clone();
+    run_ok(
+        bin()
+            .arg("forward")
+            .arg("--input")
+            .arg(&w.ndjson)
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--data-dir")
+            .arg(&d),
+    );
+    run_ok(
+        bin()
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .arg("--data-dir")
+            .arg(&d),
+    );
+    for bad in [
+        "DROP TABLE landing",
+        "INSERT INTO curated SELECT * FROM landing",
+        "COPY (SELECT 1) TO '/tmp/x.csv'",
+    ] {
+        let out = bin()
+            .args(["sql", "--data-dir"])
+            .arg(&d)
+            .arg("--config")
+            .arg(&cfg)
+            .arg(bad)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{bad} was accepted");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("read-only"),
+            "{bad}"
+        );
+    }
+    let q = "SELECT count(*) AS n FROM curated";
+    let table = run_ok(
+        bin()
+            .args(["sql", "--data-dir"])
+            .arg(&d)
+            .arg("--config")
+            .arg(&cfg)
+            .arg(q),
+    );
+    assert!(table.contains("| n "), "{table}");
+    let csv = run_ok(
+        bin()
+            .args(["sql", "--format", "csv", "--data-dir"])
+            .arg(&d)
+            .arg("--config")
+            .arg(&cfg)
+            .arg(q),
+    );
+    assert!(csv.starts_with("n\n"), "{csv}");
+    let json = run_ok(
+        bin()
+            .args(["sql", "--format", "json", "--data-dir"])
+            .arg(&d)
+            .arg("--config")
+            .arg(&cfg)
+            .arg("SELECT * FROM dlq WHERE false"),
+    );
+    assert_eq!(json.trim(), "[]");
+    for table in [
+        "landing",
+        "dlq",
+        "curated",
+        "logs_per_minute",
+        "error_rate",
+        "warehouse",
+        "warehouse_error_rate",
+    ] {
+        run_ok(
+            bin()
+                .args(["sql", "--data-dir"])
+                .arg(&d)
+                .arg("--config")
+                .arg(&cfg)
+                .arg(format!("SELECT count(*) FROM {table}")),
+        );
+    }
+}
+
+#[test]
+fn reconcile_fails_until_every_window_is_loaded() {
+    let env = Env::new("");
+    let w = env.generate(&Env::spec(800, 9), "in");
+    let d = env.data_dir().to_path_buf();
+    let cfg = env.config.clone();
+    let reconcile = || {
+        bin()
+            .args(["reconcile", "--json", "--config"])
+            .arg(&cfg)
+            .arg("--data-dir")
+            .arg(&d)
+            .output()
+            .unwrap()
+    };
+    // Standard input works as a source too.
+    let mut child = bin()
+        .args([
+            "forward",
+            "--input",
+            "-",
+            "--format",
+            "cloudwatch",
+            "--config",
+        ])
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(&d)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        &mut child.stdin.take().unwrap(),
+        &std::fs::read(&w.cloudwatch).unwrap(),
+    )
+    .unwrap();
+    let fwd = child.wait_with_output().unwrap();
+    assert!(fwd.status.success());
+    assert!(String::from_utf8_lossy(&fwd.stdout).contains("forward stdin (cloudwatch)"));
+    let out = reconcile();
+    assert!(
+        !out.status.success(),
+        "reconcile balanced before run: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["balanced"], false);
+    run_ok(
+        bin()
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .arg("--data-dir")
+            .arg(&d),
+    );
+    let out = reconcile();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let status = run_ok(
+        bin()
+            .args(["status", "--json", "--config"])
+            .arg(&cfg)
+            .arg("--data-dir")
+            .arg(&d),
+    );
+    let v: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert!(
+        v.as_array()
+            .unwrap()
+            .iter()
+            .all(|w| w["export"] == "loaded")
+    );
+    let out = bin()
+        .args(["run", "--window", "2026-01-15T1", "--config"])
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(&d)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("YYYY-MM-DDTHH"));
+}
+
+#[test]
+fn configuration_errors_are_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.ndjson");
+    std::fs::write(&input, "{}\n").unwrap();
+    let out = bin()
+        .arg("forward")
+        .arg("--input")
+        .arg(&input)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no [[tenant]] is configured"));
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(&cfg, "[[tenant]]\nid = \"../etc\"\n").unwrap();
+    let out = bin()
+        .arg("status")
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("tenant id"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = bin()
+        .arg("status")
+        .env("LOGFERRY__FORWARD__MAX_AGE", "14 days")
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("forward.max_age"));
+}
+
+/// Peak memory of `forward` depends on the buffer bound, not on the input:
+/// four times the input stays within a small margin of the same peak.
+#[test]
+fn forward_memory_stays_flat_as_input_grows() {
+    let env = Env::new("");
+    let small = env.generate(&Env::spec(8_000, 21), "small");
+    let big = env.generate(&Env::spec(32_000, 22), "big");
+    let peak = |path: &std::path::Path| -> u64 {
+        let mut child = bin()
+            .arg("forward")
+            .arg("--input")
+            .arg(path)
+            .arg("--config")
+            .arg(&env.config)
+            .arg("--data-dir")
+            .arg(env.data_dir())
+            .env("LOGFERRY__FORWARD__MAX_BUFFERED_BYTES", "2000000")
+            .env("LOGFERRY__FORWARD__BATCH_MAX_RECORDS", "100000")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let status_path = format!("/proc/{}/status", child.id());
+        let mut hwm = 0;
+        loop {
+            if let Ok(s) = std::fs::read_to_string(&status_path)
+                && let Some(l) = s.lines().find(|l| l.starts_with("VmHWM:"))
+            {
+                let kb: u64 = l.split_whitespace().nth(1).unwrap().parse().unwrap();
+                hwm = hwm.max(kb);
+            }
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        hwm
+    };
+    let (s, b) = (peak(&small.ndjson), peak(&big.ndjson));
+    assert!(s > 0 && b > 0);
+    assert!(
+        (b as f64) < 1.3 * s as f64 + 8192.0,
+        "peak RSS grew with the input: {s} KiB for 8k records, {b} KiB for 32k"
+    );
+}
