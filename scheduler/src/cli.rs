@@ -82,6 +82,31 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write a seeded multi-tenant workload (NDJSON and CloudWatch Logs
+    /// payload files, ground-truth labels) and a config with its tenants.
+    Generate {
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Items to generate.
+        #[arg(long, default_value_t = 100_000)]
+        records: u64,
+        /// Tenants.
+        #[arg(long, default_value_t = 8)]
+        tenants: usize,
+        /// Seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Share of bad items.
+        #[arg(long, default_value_t = 0.02)]
+        bad_fraction: f64,
+        /// Share of exact redeliveries.
+        #[arg(long, default_value_t = 0.01)]
+        duplicate_fraction: f64,
+        /// Share of items written as CloudWatch Logs envelopes.
+        #[arg(long, default_value_t = 0.3)]
+        cloudwatch_share: f64,
+    },
     /// Decode, validate and land an input in the lake.
     Forward {
         /// Input file, or - for standard input.

@@ -51,6 +51,15 @@ pub struct DemoReport {
     pub mismatches: Vec<String>,
 }
 
+/// Makes the generated bad items exceed the configured limits.
+pub fn limits_from(spec: &mut WorkloadSpec, f: &logferry_core::config::ForwardSettings) {
+    spec.max_age_ms = f.max_age.as_millis() as i64;
+    spec.max_message_bytes = f.max_message_bytes;
+    spec.max_record_bytes = f.max_record_bytes;
+    spec.max_envelope_bytes = f.max_envelope_bytes;
+    spec.max_envelope_events = f.max_envelope_events;
+}
+
 /// Prepares the data directory: a fresh one, or one an earlier demo made.
 fn prepare(dir: &Path) -> Result<()> {
     if dir.exists() {
@@ -126,14 +135,9 @@ pub async fn demo(
         verbose: g.verbose,
         quiet: g.quiet,
     })?;
-    let f = &ctx.settings.forward;
     let mut spec = WorkloadSpec::new(records, tenants, seed, Utc::now().timestamp_millis());
     spec.bad_fraction = bad_fraction;
-    spec.max_age_ms = f.max_age.as_millis() as i64;
-    spec.max_message_bytes = f.max_message_bytes;
-    spec.max_record_bytes = f.max_record_bytes;
-    spec.max_envelope_bytes = f.max_envelope_bytes;
-    spec.max_envelope_events = f.max_envelope_events;
+    limits_from(&mut spec, &ctx.settings.forward);
     if !quiet {
         eprintln!("generating {records} records for {tenants} tenants (seed {seed}) ...");
     }

@@ -62,6 +62,44 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
+        Command::Generate {
+            out,
+            records,
+            tenants,
+            seed,
+            bad_fraction,
+            duplicate_fraction,
+            cloudwatch_share,
+        } => {
+            let ctx_settings = Ctx::open(g)?.settings;
+            let mut spec = logferry_forward::workload::WorkloadSpec::new(
+                *records,
+                *tenants,
+                *seed,
+                chrono::Utc::now().timestamp_millis(),
+            );
+            spec.bad_fraction = *bad_fraction;
+            spec.duplicate_fraction = *duplicate_fraction;
+            spec.cloudwatch_share = *cloudwatch_share;
+            demo::limits_from(&mut spec, &ctx_settings.forward);
+            let w = logferry_forward::workload::generate(&spec, out)?;
+            std::fs::write(
+                out.join("logferry.toml"),
+                logferry_forward::workload::tenants_toml(*tenants),
+            )?;
+            if !quiet {
+                println!(
+                    "wrote {} items ({:.1} MB) to {} and {}, labels to {}, tenants to {}",
+                    w.items,
+                    w.input_bytes as f64 / 1e6,
+                    w.ndjson.display(),
+                    w.cloudwatch.display(),
+                    w.labels.display(),
+                    out.join("logferry.toml").display()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Forward {
             input,
             format,
@@ -93,9 +131,9 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Sql { query, format } => {
             let ctx = Ctx::open(g)?;
             let (s, _) = sql::session(&ctx, None).await?;
-            let batches = sql::query(&s, query).await?;
+            let (schema, batches) = sql::query_with_schema(&s, query).await?;
             let stdout = std::io::stdout();
-            sql::write(&batches, *format, &mut stdout.lock())?;
+            sql::write(&schema, &batches, *format, &mut stdout.lock())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Reconcile { window: w, json } => {

@@ -4,6 +4,7 @@ use std::io::Write;
 
 use anyhow::{Result, bail};
 use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
 use datafusion::execution::context::SQLOptions;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::{DFParser, Statement as DfStatement};
@@ -58,17 +59,20 @@ pub fn ensure_read_only(query: &str) -> Result<()> {
             statements.len()
         );
     }
-    let ok = match &statements[0] {
-        DfStatement::Statement(s) => match s.as_ref() {
-            Statement::Query(_) => true,
-            Statement::Explain { statement, .. } => {
-                matches!(statement.as_ref(), Statement::Query(_))
-            }
+    fn is_query(s: &DfStatement) -> bool {
+        match s {
+            DfStatement::Statement(s) => match s.as_ref() {
+                Statement::Query(_) => true,
+                Statement::Explain { statement, .. } => {
+                    matches!(statement.as_ref(), Statement::Query(_))
+                }
+                _ => false,
+            },
+            DfStatement::Explain(e) => is_query(&e.statement),
             _ => false,
-        },
-        _ => false,
-    };
-    if !ok {
+        }
+    }
+    if !is_query(&statements[0]) {
         bail!(
             "logferry sql is read-only: only queries (SELECT, WITH, VALUES, EXPLAIN SELECT) are \
              allowed, not: {}",
@@ -80,16 +84,39 @@ pub fn ensure_read_only(query: &str) -> Result<()> {
 
 /// Runs a read-only query.
 pub async fn query(s: &SessionContext, query: &str) -> Result<Vec<RecordBatch>> {
+    Ok(query_with_schema(s, query).await?.1)
+}
+
+/// Runs a read-only query; also returns the result's schema (which an empty
+/// result has no batch to carry).
+pub async fn query_with_schema(
+    s: &SessionContext,
+    query: &str,
+) -> Result<(SchemaRef, Vec<RecordBatch>)> {
     ensure_read_only(query)?;
     let opts = SQLOptions::new()
         .with_allow_ddl(false)
         .with_allow_dml(false)
         .with_allow_statements(false);
-    Ok(s.sql_with_options(query, opts).await?.collect().await?)
+    let df = s.sql_with_options(query, opts).await?;
+    let schema: SchemaRef = std::sync::Arc::new(df.schema().as_arrow().clone());
+    Ok((schema, df.collect().await?))
 }
 
-/// Writes batches in a format.
-pub fn write(batches: &[RecordBatch], format: OutputFormat, out: &mut dyn Write) -> Result<()> {
+/// Writes a result in a format.
+pub fn write(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    format: OutputFormat,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let empty;
+    let batches = if batches.is_empty() {
+        empty = [RecordBatch::new_empty(schema.clone())];
+        &empty[..]
+    } else {
+        batches
+    };
     match format {
         OutputFormat::Table => {
             writeln!(
@@ -115,7 +142,8 @@ pub fn write(batches: &[RecordBatch], format: OutputFormat, out: &mut dyn Write)
                 }
                 w.finish()?;
             }
-            if buf.is_empty() {
+            if buf.is_empty() || batches.iter().all(|b| b.num_rows() == 0) {
+                buf.clear();
                 buf.extend_from_slice(b"[]");
             }
             out.write_all(&buf)?;

@@ -54,6 +54,9 @@ pub fn is_tenant_key(key: &str) -> bool {
     key == UNKNOWN_TENANT || TenantId::new(key).is_ok()
 }
 
+/// Microseconds in an hour.
+pub const HOUR_US: i64 = 3_600_000_000;
+
 /// One UTC hour: the unit of aggregation, export and load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Window {
@@ -73,7 +76,18 @@ impl Window {
 
     /// The window holding a timestamp in microseconds since the epoch.
     pub fn from_micros(us: i64) -> Option<Self> {
-        DateTime::from_timestamp_micros(us).map(Self::containing)
+        Self::from_hour_index(us.div_euclid(HOUR_US))
+    }
+
+    /// The window with this many hours since the epoch (cheap: the hot path
+    /// of the forward stage computes windows this way).
+    pub fn from_hour_index(hours: i64) -> Option<Self> {
+        DateTime::from_timestamp(hours.checked_mul(3600)?, 0).map(|start| Window { start })
+    }
+
+    /// Hours since the epoch.
+    pub fn hour_index(&self) -> i64 {
+        self.start.timestamp().div_euclid(3600)
     }
 
     /// Parses `YYYY-MM-DDTHH`.
@@ -261,6 +275,11 @@ mod tests {
         assert!(Window::parse("2026-13-01T00").is_err());
         let us = w.start().timestamp_micros() + 3_599_999_999;
         assert_eq!(Window::from_micros(us), Some(w));
+        assert_eq!(
+            Window::from_micros(-1).unwrap().to_string(),
+            "1969-12-31T23"
+        );
+        assert_eq!(Window::from_hour_index(w.hour_index()), Some(w));
         assert_eq!(
             Window::from_micros(us + 1).unwrap().to_string(),
             "2026-11-25T08"

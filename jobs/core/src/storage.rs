@@ -15,7 +15,8 @@ use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 
 use crate::config::ParquetSettings;
 use crate::error::{Error, Result};
@@ -120,14 +121,32 @@ pub async fn delete_if_exists(store: &dyn ObjectStore, path: &Path) -> Result<()
     }
 }
 
+/// Columns whose values are (nearly) all distinct: a dictionary never pays
+/// off and min/max statistics of long strings serve no query, so both are off
+/// for them (measured: a sizeable share of the encoder's time).
+pub const HIGH_CARDINALITY_COLUMNS: [&str; 7] = [
+    "event_id",
+    "message",
+    "request_id",
+    "trace_id",
+    "attributes",
+    "raw",
+    "detail",
+];
+
 /// Writer properties for every Parquet object logferry writes.
 pub fn writer_properties(p: &ParquetSettings) -> Result<WriterProperties> {
     let level = ZstdLevel::try_new(p.zstd_level)?;
-    Ok(WriterProperties::builder()
+    let mut b = WriterProperties::builder()
         .set_compression(Compression::ZSTD(level))
         .set_max_row_group_row_count(Some(p.row_group_rows))
-        .set_created_by(format!("logferry {}", env!("CARGO_PKG_VERSION")))
-        .build())
+        .set_created_by(format!("logferry {}", env!("CARGO_PKG_VERSION")));
+    for c in HIGH_CARDINALITY_COLUMNS {
+        b = b
+            .set_column_dictionary_enabled(ColumnPath::from(c), false)
+            .set_column_statistics_enabled(ColumnPath::from(c), EnabledStatistics::None);
+    }
+    Ok(b.build())
 }
 
 /// Encodes batches as one Parquet file in memory.

@@ -68,9 +68,15 @@ impl Default for LandingBuilder {
 }
 
 impl LandingBuilder {
-    /// Empty builder.
+    /// Empty builder, sized for a chunk's share of one partition; it grows
+    /// by doubling. (Finished batches keep their capacity while they wait to
+    /// be flushed, so over-sizing here costs resident memory.)
     pub fn new() -> Self {
-        let cap = 1024;
+        Self::with_capacity(64)
+    }
+
+    /// Empty builder for about `cap` rows.
+    pub fn with_capacity(cap: usize) -> Self {
         LandingBuilder {
             event_id: StringBuilder::with_capacity(cap, cap * 32),
             tenant_id: StringBuilder::with_capacity(cap, cap * 12),

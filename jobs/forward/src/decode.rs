@@ -6,7 +6,7 @@
 use std::fmt;
 
 use logferry_core::config::{ForwardSettings, Tenant, TenantRegistry};
-use logferry_core::ids::hash_hex;
+use logferry_core::ids::hash_hex_into;
 use logferry_core::partition::UNKNOWN_TENANT;
 
 use crate::batch::{DlqRow, LandingRow};
@@ -276,7 +276,8 @@ impl<'s> Decoder<'s> {
                         );
                     }
                     Some(tenant) => {
-                        let event_id = hash_hex(line);
+                        let mut hex = [0u8; 32];
+                        let event_id = hash_hex_into(line, &mut hex);
                         let account = match &parsed.source_account {
                             Some(Val::Str(s)) => Some(s.as_ref()),
                             _ => None,
@@ -285,7 +286,7 @@ impl<'s> Decoder<'s> {
                             tenant,
                             source: stream,
                             source_account: account,
-                            event_id: &event_id,
+                            event_id,
                             fallback_ts_us: None,
                         };
                         self.finish(&parsed, &attrs, &origin, ctx, pos, line, out);

@@ -19,13 +19,13 @@ use tokio::task::JoinSet;
 use logferry_core::config::Settings;
 use logferry_core::ledger::Ledger;
 use logferry_core::metrics::{LatencyRecorder, LatencyStats};
-use logferry_core::partition::{Window, pending_marker};
+use logferry_core::partition::pending_marker;
 use logferry_core::storage::{Created, Location, encode_parquet, put_create, writer_properties};
 
-use crate::batcher::{Batcher, DecodeStats, Flush};
+use crate::batcher::{Batcher, ChunkOut, ChunkSink, DecodeStats, Flush};
 use crate::decode::{Decoder, ItemCtx, Pos};
 use crate::error::{Error, Result};
-use crate::reader::read_lines;
+use crate::reader::{Chunk, read_lines};
 use crate::reason::Reason;
 
 /// Input encoding.
@@ -145,12 +145,17 @@ async fn write_one(
 ) -> Result<Written> {
     let Flush {
         path,
-        batch,
+        batches,
         landing,
+        ticket,
     } = f;
-    let rows = batch.num_rows() as u64;
-    let bytes = tokio::task::spawn_blocking(move || {
-        encode_parquet(&batch.schema(), std::slice::from_ref(&batch), &props)
+    let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
+    let bytes = tokio::task::spawn_blocking(move || -> Result<bytes::Bytes> {
+        let Some(first) = batches.first() else {
+            return Err(Error::Internal("empty flush".into()));
+        };
+        let schema = first.schema();
+        Ok(encode_parquet(&schema, &batches, &props)?)
     })
     .await
     .map_err(|e| Error::Internal(format!("encoder task failed: {e}")))??;
@@ -158,6 +163,7 @@ async fn write_one(
     let t0 = Instant::now();
     let created = put_create(store.as_ref(), &path, bytes).await?;
     let latency = t0.elapsed();
+    drop(ticket);
     if let Some((window, tenant, batch_id)) = &landing {
         ledger
             .mark(&pending_marker(*window, tenant, batch_id))
@@ -230,7 +236,7 @@ impl Forwarder {
         }
         let start = Instant::now();
         let props = writer_properties(&self.settings.parquet)?;
-        let (tx, rx) = tokio::sync::mpsc::channel::<Flush>(4);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Flush>(2);
         let writer = tokio::spawn(write_all(
             rx,
             self.lake.store.clone(),
@@ -278,6 +284,47 @@ impl Forwarder {
     }
 }
 
+/// Decodes one chunk into its parts.
+#[allow(clippy::too_many_arguments)]
+fn decode_chunk(
+    decoder: &mut Decoder<'_>,
+    settings: &Settings,
+    format: Format,
+    chunk: &Chunk,
+    input_name: &str,
+    max_line: usize,
+    too_long: Reason,
+    tenant_ids: &[String],
+) -> std::result::Result<ChunkOut, String> {
+    let now_us = settings
+        .forward
+        .reference_time
+        .unwrap_or_else(Utc::now)
+        .timestamp_micros();
+    decoder.set_now(now_us);
+    let mut sink = ChunkSink::new(tenant_ids.len(), now_us);
+    let ctx = ItemCtx {
+        input: input_name,
+        ingest_us: Utc::now().timestamp_micros(),
+    };
+    for it in &chunk.items {
+        let line = chunk.line(it);
+        let pos = Pos::Line(it.number);
+        if it.too_long {
+            decoder.oversized(too_long, line, it.total_len, max_line, &ctx, pos, &mut sink);
+            continue;
+        }
+        match format {
+            Format::Ndjson => decoder.ndjson_line(line, &ctx, pos, &mut sink),
+            Format::Cloudwatch => decoder.cloudwatch_line(line, &ctx, it.number, &mut sink),
+        }
+    }
+    sink.finish(tenant_ids)
+}
+
+/// Reads, decodes and batches the input: a reader thread cuts the input into
+/// chunks of whole lines, one decode worker per core decodes them, and this
+/// thread takes them back in input order into the batcher.
 fn decode_input(
     settings: &Settings,
     input: &Input,
@@ -287,7 +334,6 @@ fn decode_input(
     blank: Arc<AtomicU64>,
 ) -> Result<DecodeStats> {
     let f = &settings.forward;
-    let (ltx, lrx) = std::sync::mpsc::sync_channel(4);
     // A CloudWatch Logs line is base64 of a gzip payload: bounded by the
     // envelope limit (compressed data is at most a little larger than its
     // input), not by the record limit.
@@ -300,93 +346,96 @@ fn decode_input(
     };
     let keep = f.dlq_raw_limit.min(max_line);
     let streaming = matches!(input, Input::Stdin);
-    let reader = match input {
-        Input::File(path) => {
-            let file = std::fs::File::open(path)
-                .map_err(|e| Error::Core(logferry_core::Error::io(path.display(), e)))?;
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(1, 16);
+    let input_name = input.name();
+    let reader_input: Box<dyn std::io::Read + Send> = match input {
+        Input::File(path) => Box::new(
+            std::fs::File::open(path)
+                .map_err(|e| Error::Core(logferry_core::Error::io(path.display(), e)))?,
+        ),
+        Input::Stdin => Box::new(std::io::stdin()),
+    };
+    let tenant_ids: Vec<String> = settings
+        .tenants
+        .all()
+        .iter()
+        .map(|t| t.id.to_string())
+        .collect();
+
+    std::thread::scope(|scope| -> Result<DecodeStats> {
+        let mut to_workers = Vec::with_capacity(workers);
+        let mut from_workers = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let (in_tx, in_rx) = std::sync::mpsc::sync_channel::<std::io::Result<Chunk>>(1);
+            let (out_tx, out_rx) =
+                std::sync::mpsc::sync_channel::<std::result::Result<ChunkOut, String>>(1);
+            to_workers.push(in_tx);
+            from_workers.push(out_rx);
+            let (tenant_ids, input_name) = (&tenant_ids, &input_name);
             std::thread::Builder::new()
-                .name("logferry-read".into())
-                .spawn(move || {
-                    read_lines(
-                        BufReader::with_capacity(1 << 20, file),
-                        max_line,
-                        keep,
-                        ltx,
-                        progress,
-                        blank,
-                    )
+                .name("logferry-decode".into())
+                .spawn_scoped(scope, move || {
+                    let mut decoder = Decoder::new(f, &settings.tenants, 0);
+                    for chunk in in_rx {
+                        let out = chunk
+                            .map_err(|e| format!("reading {input_name}: {e}"))
+                            .and_then(|c| {
+                                decode_chunk(
+                                    &mut decoder,
+                                    settings,
+                                    format,
+                                    &c,
+                                    input_name,
+                                    max_line,
+                                    too_long,
+                                    tenant_ids,
+                                )
+                            });
+                        if out_tx.send(out).is_err() {
+                            break;
+                        }
+                    }
                 })
+                .map_err(|e| Error::Internal(format!("cannot start a decode worker: {e}")))?;
         }
-        Input::Stdin => std::thread::Builder::new()
+        std::thread::Builder::new()
             .name("logferry-read".into())
-            .spawn(move || {
+            .spawn_scoped(scope, move || {
+                let mut next = 0usize;
+                let emit = |c: std::io::Result<Chunk>| {
+                    let ok = to_workers[next % to_workers.len()].send(c).is_ok();
+                    next += 1;
+                    ok
+                };
                 read_lines(
-                    BufReader::with_capacity(1 << 20, std::io::stdin()),
+                    BufReader::with_capacity(1 << 20, reader_input),
                     max_line,
                     keep,
-                    ltx,
+                    emit,
                     progress,
                     blank,
-                )
-            }),
-    }
-    .map_err(|e| Error::Internal(format!("cannot start the reader thread: {e}")))?;
-
-    let now = |s: &Settings| {
-        s.forward
-            .reference_time
-            .unwrap_or_else(Utc::now)
-            .timestamp_micros()
-    };
-    let mut decoder = Decoder::new(f, &settings.tenants, now(settings));
-    let mut batcher = Batcher::new(f, settings.tenants.all(), streaming, tx);
-    let input_name = input.name();
-    let tick = Duration::from_millis(250);
-    loop {
-        match lrx.recv_timeout(tick) {
-            Ok(Ok(chunk)) => {
-                let now_us = now(settings);
-                decoder.set_now(now_us);
-                batcher.set_dlq_window(
-                    Window::from_micros(now_us).unwrap_or_else(|| Window::containing(Utc::now())),
                 );
-                let ctx = ItemCtx {
-                    input: &input_name,
-                    ingest_us: Utc::now().timestamp_micros(),
-                };
-                for it in &chunk.items {
-                    let line = chunk.line(it);
-                    if it.too_long {
-                        decoder.oversized(
-                            too_long,
-                            line,
-                            it.total_len,
-                            max_line,
-                            &ctx,
-                            Pos::Line(it.number),
-                            &mut batcher,
-                        );
-                        continue;
-                    }
-                    match format {
-                        Format::Ndjson => {
-                            decoder.ndjson_line(line, &ctx, Pos::Line(it.number), &mut batcher)
-                        }
-                        Format::Cloudwatch => {
-                            decoder.cloudwatch_line(line, &ctx, it.number, &mut batcher)
-                        }
-                    }
+            })
+            .map_err(|e| Error::Internal(format!("cannot start the reader thread: {e}")))?;
+
+        let mut batcher = Batcher::new(f, settings.tenants.all(), streaming, tx);
+        let tick = Duration::from_millis(250);
+        let mut next = 0usize;
+        loop {
+            match from_workers[next % workers].recv_timeout(tick) {
+                Ok(Ok(out)) => {
+                    batcher.absorb(out).map_err(Error::Writer)?;
+                    next += 1;
                 }
-                batcher.maintain().map_err(Error::Writer)?;
+                Ok(Err(e)) => return Err(Error::Internal(e)),
+                Err(RecvTimeoutError::Timeout) => batcher.maintain().map_err(Error::Writer)?,
+                Err(RecvTimeoutError::Disconnected) => break,
             }
-            Ok(Err(e)) => {
-                return Err(Error::Core(logferry_core::Error::io(&input_name, e)));
-            }
-            Err(RecvTimeoutError::Timeout) => batcher.maintain().map_err(Error::Writer)?,
-            Err(RecvTimeoutError::Disconnected) => break,
         }
-    }
-    let _ = reader.join();
-    let (stats, _tx) = batcher.finish().map_err(Error::Writer)?;
-    Ok(stats)
+        let (stats, _tx) = batcher.finish().map_err(Error::Writer)?;
+        Ok(stats)
+    })
 }

