@@ -124,6 +124,10 @@ pub enum Command {
         /// One window, YYYY-MM-DDTHH (UTC).
         #[arg(long)]
         window: Option<String>,
+        /// Daily partitions: seal every day with exported windows now, before
+        /// its lateness allowance (backfills).
+        #[arg(long)]
+        seal: bool,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,

@@ -7,7 +7,7 @@ use anyhow::{Context as _, Result};
 
 use logferry_core::config::{Config, DATA_DIR_CONFIG, Settings};
 use logferry_core::storage::Location;
-use logferry_export::LocalWarehouse;
+use logferry_export::{ExportStore, WarehouseHandle};
 
 use crate::cli::Global;
 
@@ -19,9 +19,9 @@ pub struct Ctx {
     /// The lake.
     pub lake: Location,
     /// The export store.
-    pub export: Location,
+    pub export: Arc<dyn ExportStore>,
     /// The warehouse.
-    pub warehouse: Arc<LocalWarehouse>,
+    pub warehouse: WarehouseHandle,
 }
 
 /// The config file to use: the flag or env, else `<data-dir>/logferry.toml`.
@@ -32,18 +32,31 @@ pub fn config_file(g: &Global) -> Option<PathBuf> {
     })
 }
 
+/// Loads and validates the configuration.
+pub fn settings(g: &Global) -> Result<Arc<Settings>> {
+    let file = config_file(g);
+    let (config, source) = Config::load(file.as_deref(), std::env::vars())?;
+    if let Some(f) = &source.file {
+        tracing::info!(file = %f.display(), "Using configuration file.");
+    }
+    Ok(Arc::new(config.validate(&g.data_dir)?))
+}
+
 impl Ctx {
     /// Loads the configuration and opens every store.
-    pub fn open(g: &Global) -> Result<Self> {
-        let file = config_file(g);
-        let (config, source) = Config::load(file.as_deref(), std::env::vars())?;
-        if let Some(f) = &source.file {
-            tracing::info!(file = %f.display(), "Using configuration file.");
-        }
-        let settings = Arc::new(config.validate(&g.data_dir)?);
-        let lake = Location::open(&settings.lake_url).context("opening the lake")?;
-        let export = Location::open(&settings.export_url).context("opening the export store")?;
-        let warehouse = logferry_export::warehouse::open(&settings, export.clone())
+    pub async fn open(g: &Global) -> Result<Self> {
+        Self::from_settings(settings(g)?).await
+    }
+
+    /// Opens every store of validated settings.
+    pub async fn from_settings(settings: Arc<Settings>) -> Result<Self> {
+        let lake = Location::open_with(&settings.lake_url, &settings.aws)
+            .with_context(|| format!("opening the lake {}", settings.lake_url))?;
+        let export = logferry_export::store::open(&settings)
+            .await
+            .with_context(|| format!("opening the export store {}", settings.export_url))?;
+        let warehouse = WarehouseHandle::open(&settings, export.clone())
+            .await
             .context("opening the warehouse")?;
         Ok(Ctx {
             settings,

@@ -134,7 +134,8 @@ pub async fn demo(
         config: None,
         verbose: g.verbose,
         quiet: g.quiet,
-    })?;
+    })
+    .await?;
     let mut spec = WorkloadSpec::new(records, tenants, seed, Utc::now().timestamp_millis());
     spec.bad_fraction = bad_fraction;
     limits_from(&mut spec, &ctx.settings.forward);
@@ -156,7 +157,14 @@ pub async fn demo(
         let p = path.display().to_string();
         forward.push(crate::forward::forward(&ctx, &p, format, quiet).await?);
     }
-    let run = crate::run::run(&ctx, None, quiet).await?;
+    let run = crate::run::run(
+        &ctx,
+        crate::run::RunOptions {
+            quiet,
+            ..Default::default()
+        },
+    )
+    .await?;
     let reconcile = crate::reconcile::reconcile(&ctx, None).await?;
 
     let (s, _) = crate::sql::session(&ctx, None).await?;

@@ -71,7 +71,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             duplicate_fraction,
             cloudwatch_share,
         } => {
-            let ctx_settings = Ctx::open(g)?.settings;
+            let ctx_settings = logferry::context::settings(g)?;
             let mut spec = logferry_forward::workload::WorkloadSpec::new(
                 *records,
                 *tenants,
@@ -105,7 +105,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             format,
             json,
         } => {
-            let ctx = Ctx::open(g)?;
+            let ctx = Ctx::open(g).await?;
             let format = match format {
                 InputFormat::Ndjson => logferry_forward::Format::Ndjson,
                 InputFormat::Cloudwatch => logferry_forward::Format::Cloudwatch,
@@ -118,9 +118,18 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { window: w, json } => {
-            let ctx = Ctx::open(g)?;
-            let r = run::run(&ctx, window(w)?, quiet || *json).await?;
+        Command::Run {
+            window: w,
+            seal,
+            json,
+        } => {
+            let ctx = Ctx::open(g).await?;
+            let opts = run::RunOptions {
+                window: window(w)?,
+                seal: *seal,
+                quiet: quiet || *json,
+            };
+            let r = run::run(&ctx, opts).await?;
             if *json {
                 print_json(&r)?;
             } else if !quiet {
@@ -129,15 +138,16 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Sql { query, format } => {
-            let ctx = Ctx::open(g)?;
-            let (s, _) = sql::session(&ctx, None).await?;
+            let ctx = Ctx::open(g).await?;
+            sql::ensure_read_only(query)?;
+            let (s, _) = sql::session_for(&ctx, None, Some(query)).await?;
             let (schema, batches) = sql::query_with_schema(&s, query).await?;
             let stdout = std::io::stdout();
             sql::write(&schema, &batches, *format, &mut stdout.lock())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Reconcile { window: w, json } => {
-            let ctx = Ctx::open(g)?;
+            let ctx = Ctx::open(g).await?;
             let r = reconcile::reconcile(&ctx, window(w)?).await?;
             if *json {
                 print_json(&r)?;
@@ -151,7 +161,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             })
         }
         Command::Status { json } => {
-            let ctx = Ctx::open(g)?;
+            let ctx = Ctx::open(g).await?;
             let r = status::status(&ctx).await?;
             if *json {
                 print_json(&r)?;
@@ -164,6 +174,10 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
+    // Both rustls crypto providers are compiled in (the AWS SDK uses
+    // aws-lc-rs, reqwest-based clients ring): pick one for the process so
+    // that no client has to guess.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
     init_logging(&cli.global);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

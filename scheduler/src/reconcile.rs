@@ -12,7 +12,6 @@ use serde::{Deserialize, Serialize};
 
 use logferry_core::partition::Window;
 use logferry_core::schema::LOG_RECORDS_TABLE;
-use logferry_export::Warehouse;
 
 use crate::context::Ctx;
 
@@ -66,7 +65,9 @@ async fn counts(
 
 /// Reconciles one window or everything.
 pub async fn reconcile(ctx: &Ctx, window: Option<Window>) -> Result<Reconciliation> {
-    let (s, _files) = crate::sql::session(ctx, window).await?;
+    // The warehouse's own counts come from count_by_tenant (BigQuery: a
+    // COUNT per tenant); the SQL session only serves the lake's tables.
+    let (s, _files) = crate::sql::session_for(ctx, window, Some("")).await?;
     let mut tenants: BTreeMap<String, TenantBalance> = BTreeMap::new();
     // Copies of each event within its window: the first is the record, the
     // rest are exact redeliveries.
@@ -96,6 +97,7 @@ pub async fn reconcile(ctx: &Ctx, window: Option<Window>) -> Result<Reconciliati
     }
     for (t, n) in ctx
         .warehouse
+        .as_dyn()
         .count_by_tenant(LOG_RECORDS_TABLE, window)
         .await?
     {

@@ -15,7 +15,7 @@ use logferry_aggregate::{Aggregator, Outcome, SqlProgram};
 use logferry_core::ids::IdHasher;
 use logferry_core::partition::{Window, parse_partition};
 use logferry_core::records::WindowCounts;
-use logferry_export::{ExportOutcome, Exporter, Warehouse};
+use logferry_export::{ExportOutcome, Exporter, LoadState, PartitionId, Partitioning, SealRecord};
 
 use crate::context::Ctx;
 
@@ -26,7 +26,7 @@ pub struct WindowReport {
     pub window: String,
     /// `done`, `up_to_date` or `no_data`.
     pub aggregate: String,
-    /// `done`, `up_to_date` or `skipped`.
+    /// `loaded`, `appended`, `awaiting_seal`, `up_to_date` or `skipped`.
     pub export: String,
     /// Aggregate run id.
     pub run_id: Option<String>,
@@ -61,6 +61,8 @@ pub struct RunReport {
     pub duration_ms: u64,
     /// Per window.
     pub windows: Vec<WindowReport>,
+    /// Day partitions sealed (daily partitioning).
+    pub seals: Vec<SealRecord>,
 }
 
 impl RunReport {
@@ -68,9 +70,22 @@ impl RunReport {
     pub fn worked(&self) -> usize {
         self.windows
             .iter()
-            .filter(|w| w.aggregate == "done" || w.export == "done")
+            .filter(|w| w.aggregate == "done" || !matches!(w.export.as_str(), "up_to_date" | "skipped"))
             .count()
+            + self.seals.len()
     }
+}
+
+/// What `run` should do.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Only this window (and its day's seal).
+    pub window: Option<Window>,
+    /// Seal every day with exported windows now, before its lateness
+    /// allowance (backfills, tests).
+    pub seal: bool,
+    /// No progress bar.
+    pub quiet: bool,
 }
 
 /// Windows with pending markers.
@@ -90,20 +105,38 @@ pub fn stages(ctx: &Ctx) -> Result<(Aggregator, Exporter)> {
         SqlProgram::load(ctx.settings.sql_dir.as_deref()).context("loading the SQL program")?,
     );
     let agg = Aggregator::new(ctx.lake.clone(), program, &ctx.settings.parquet)?;
-    let warehouse: Arc<dyn Warehouse> = ctx.warehouse.clone();
-    let exp = Exporter::new(ctx.lake.clone(), ctx.export.clone(), warehouse);
+    let exp = Exporter::new(
+        ctx.lake.clone(),
+        ctx.export.clone(),
+        ctx.warehouse.as_dyn(),
+        ctx.settings.gcs.parallel_uploads,
+    );
     Ok((agg, exp))
 }
 
+/// The pipeline's clock: the configured reference time, else the wall clock.
+pub fn clock(ctx: &Ctx) -> DateTime<Utc> {
+    ctx.settings.forward.reference_time.unwrap_or_else(Utc::now)
+}
+
+/// True when a day partition is past its lateness allowance.
+pub fn seal_due(ctx: &Ctx, day: &PartitionId, force: bool) -> bool {
+    let allowance = chrono::Duration::from_std(ctx.settings.seal_after)
+        .unwrap_or(chrono::Duration::hours(2));
+    force || clock(ctx) >= day.end() + allowance
+}
+
 /// Runs the pipeline after forward over the given window, or every pending one.
-pub async fn run(ctx: &Ctx, window: Option<Window>, quiet: bool) -> Result<RunReport> {
+pub async fn run(ctx: &Ctx, opts: RunOptions) -> Result<RunReport> {
     let started_at = Utc::now();
     let t0 = Instant::now();
     let (agg, exp) = stages(ctx)?;
-    let windows: Vec<Window> = match window {
+    let partitioning = exp.warehouse().partitioning();
+    let windows: Vec<Window> = match opts.window {
         Some(w) => vec![w],
         None => pending_windows(&agg).await?.into_iter().collect(),
     };
+    let quiet = opts.quiet;
     let pb = crate::progress::bar(windows.len() as u64, "windows", false, quiet);
     let mut reports = Vec::new();
     for w in windows {
@@ -136,26 +169,39 @@ pub async fn run(ctx: &Ctx, window: Option<Window>, quiet: bool) -> Result<RunRe
         };
         if let Some(rec) = record {
             let et = Instant::now();
+            let due = partitioning == Partitioning::Day
+                && seal_due(ctx, &PartitionId::of(w, Partitioning::Day), opts.seal);
             let (estate, erec) = match exp
-                .export(w, &rec)
+                .export(w, &rec, due)
                 .await
                 .with_context(|| format!("exporting window {w}"))?
             {
                 ExportOutcome::UpToDate(r) => ("up_to_date", r),
-                ExportOutcome::Done(r) => ("done", r),
+                ExportOutcome::Done(r) => (
+                    match r.state {
+                        LoadState::Loaded => "loaded",
+                        LoadState::Appended => "appended",
+                        LoadState::AwaitingSeal => "awaiting_seal",
+                    },
+                    r,
+                ),
             };
             agg.clear_pending(w, &rec.inputs).await?;
             report.export = estate.into();
             report.run_id = Some(rec.run_id.clone());
             report.rows_loaded = erec.rows(logferry_core::schema::LOG_RECORDS_TABLE);
-            report.load_jobs = erec.tables.iter().filter(|t| !t.already_loaded).count() as u64;
+            report.load_jobs = erec
+                .tables
+                .iter()
+                .filter(|t| t.job_id.is_some() && !t.already_loaded)
+                .count() as u64;
             report.bytes_sent = erec.bytes_sent;
             report.curated_bytes = rec.curated.iter().map(|f| f.bytes).sum();
             report.counts = rec.counts.clone();
-            if estate == "done" {
+            if estate != "up_to_date" {
                 report.export_ms = et.elapsed().as_millis() as u64;
             }
-            if rec.event_time.count > 0 {
+            if rec.event_time.count > 0 && erec.loaded_run.as_ref() == Some(&rec.run_id) {
                 let loaded = erec.finished_at.timestamp_micros();
                 report.e2e_latency_p95_ms = Some((loaded - rec.event_time.p05_us) / 1000);
                 report.e2e_latency_p50_ms = Some((loaded - rec.event_time.p50_us) / 1000);
@@ -166,6 +212,31 @@ pub async fn run(ctx: &Ctx, window: Option<Window>, quiet: bool) -> Result<RunRe
         pb.inc(1);
     }
     pb.finish_and_clear();
+
+    // Daily partitions: seal every day past its lateness allowance whose
+    // windows changed since its last seal.
+    let mut seals = Vec::new();
+    if partitioning == Partitioning::Day {
+        let exports = exp.all_exports().await?;
+        let mut days: Vec<PartitionId> = exports
+            .keys()
+            .filter_map(|w| Window::parse(w).ok())
+            .map(|w| PartitionId::of(w, Partitioning::Day))
+            .filter(|d| opts.window.is_none_or(|w| d.contains(w)))
+            .collect();
+        days.sort();
+        days.dedup();
+        for day in days.into_iter().filter(|d| seal_due(ctx, d, opts.seal)) {
+            if let Some(s) = exp
+                .seal(day, &exports)
+                .await
+                .with_context(|| format!("sealing {day}"))?
+            {
+                tracing::info!(day = %s.day, windows = s.windows.len(), "Sealed day partition.");
+                seals.push(s);
+            }
+        }
+    }
     let report = RunReport {
         run: format!(
             "{}-{}",
@@ -178,6 +249,7 @@ pub async fn run(ctx: &Ctx, window: Option<Window>, quiet: bool) -> Result<RunRe
         started_at,
         duration_ms: t0.elapsed().as_millis() as u64,
         windows: reports,
+        seals,
     };
     if report.worked() > 0 {
         agg.ledger()
@@ -189,7 +261,7 @@ pub async fn run(ctx: &Ctx, window: Option<Window>, quiet: bool) -> Result<RunRe
 
 /// Prints a run report for people.
 pub fn print(report: &RunReport) {
-    if report.windows.is_empty() {
+    if report.windows.is_empty() && report.seals.is_empty() {
         println!("Nothing to do: no window has unprocessed data.");
         return;
     }
@@ -213,10 +285,26 @@ pub fn print(report: &RunReport) {
                 .unwrap_or_else(|| "-".into())
         );
     }
+    for s in &report.seals {
+        let rows: u64 = s
+            .tables
+            .iter()
+            .filter(|t| t.table == logferry_core::schema::LOG_RECORDS_TABLE)
+            .map(|t| t.rows)
+            .sum();
+        println!(
+            "sealed day {}: {} windows, {rows} records, jobs {}",
+            s.day,
+            s.windows.len(),
+            s.tables.iter().map(|t| t.job_id.as_str()).collect::<Vec<_>>().join(", ")
+        );
+    }
+    let done = report.worked() - report.seals.len();
     println!(
-        "{} window(s) processed, {} up to date, in {:.2} s",
-        report.worked(),
-        report.windows.len() - report.worked(),
+        "{} window(s) processed, {} up to date, {} day(s) sealed, in {:.2} s",
+        done,
+        report.windows.len() - done,
+        report.seals.len(),
         report.duration_ms as f64 / 1000.0
     );
 }

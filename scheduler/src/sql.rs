@@ -5,6 +5,7 @@ use std::io::Write;
 use anyhow::{Result, bail};
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
+use datafusion::datasource::MemTable;
 use datafusion::execution::context::SQLOptions;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::{DFParser, Statement as DfStatement};
@@ -16,34 +17,64 @@ use logferry_aggregate::session::{new_session, parquet_table, register_store};
 use logferry_core::partition::Window;
 use logferry_core::schema::{LOG_RECORDS_TABLE, log_record_schema};
 use logferry_core::storage::parquet_schema;
+use logferry_export::WarehouseHandle;
 
 use crate::cli::OutputFormat;
 use crate::context::Ctx;
 
 /// A session with every table registered: `landing`, `dlq`, `curated`, the
-/// rollups, `warehouse` (the loaded log records) and `warehouse_<rollup>`.
+/// rollups, `warehouse` (the loaded log records) and, for the local
+/// warehouse, `warehouse_<rollup>`. With BigQuery, `warehouse` is read from
+/// BigQuery when a query names it.
 pub async fn session(ctx: &Ctx, window: Option<Window>) -> Result<(SessionContext, LakeFiles)> {
+    session_for(ctx, window, None).await
+}
+
+/// Like [`session`]; `query` (when given) decides whether a remote warehouse
+/// table is fetched at all.
+pub async fn session_for(
+    ctx: &Ctx,
+    window: Option<Window>,
+    query: Option<&str>,
+) -> Result<(SessionContext, LakeFiles)> {
     let s = new_session();
     let files = register_lake(&s, &ctx.lake, window).await?;
-    let wh = ctx.warehouse.location();
-    register_store(&s, "warehouse", wh.store.clone())?;
-    let mut by_table: std::collections::BTreeMap<String, Vec<String>> = Default::default();
-    for p in ctx.warehouse.partitions(None).await? {
-        if window.is_none_or(|w| w.to_string() == p.window) {
-            by_table.entry(p.table).or_default().extend(p.files);
-        }
-    }
-    let records = by_table.remove(LOG_RECORDS_TABLE).unwrap_or_default();
-    s.register_table(
-        "warehouse",
-        parquet_table("warehouse", log_record_schema(), None, &records)?,
-    )?;
-    for (table, paths) in by_table {
-        if let Some(first) = paths.first() {
-            let schema = parquet_schema(wh.store.as_ref(), &Path::from(first.as_str())).await?;
+    match &ctx.warehouse {
+        WarehouseHandle::Local(wh) => {
+            let loc = wh.location();
+            register_store(&s, "warehouse", loc.store.clone())?;
+            let mut by_table: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+            for p in wh.partitions(None).await? {
+                if window.is_none_or(|w| p.partition.contains(w)) {
+                    by_table.entry(p.table.clone()).or_default().extend(p.files().cloned());
+                }
+            }
+            let records = by_table.remove(LOG_RECORDS_TABLE).unwrap_or_default();
             s.register_table(
-                format!("warehouse_{table}").as_str(),
-                parquet_table("warehouse", schema, None, &paths)?,
+                "warehouse",
+                parquet_table("warehouse", log_record_schema(), None, &records)?,
+            )?;
+            for (table, paths) in by_table {
+                if let Some(first) = paths.first() {
+                    let schema =
+                        parquet_schema(loc.store.as_ref(), &Path::from(first.as_str())).await?;
+                    s.register_table(
+                        format!("warehouse_{table}").as_str(),
+                        parquet_table("warehouse", schema, None, &paths)?,
+                    )?;
+                }
+            }
+        }
+        WarehouseHandle::BigQuery(bq) => {
+            let wanted = query.is_none_or(|q| q.to_ascii_lowercase().contains("warehouse"));
+            let batch = if wanted {
+                bq.read_table(LOG_RECORDS_TABLE, &log_record_schema()).await?
+            } else {
+                RecordBatch::new_empty(log_record_schema())
+            };
+            s.register_table(
+                "warehouse",
+                std::sync::Arc::new(MemTable::try_new(batch.schema(), vec![vec![batch]])?),
             )?;
         }
     }

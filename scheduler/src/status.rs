@@ -12,7 +12,7 @@ use logferry_aggregate::catalog::committed_runs;
 use logferry_core::ledger::Ledger;
 use logferry_core::partition::{LANDING, STATE, parse_partition};
 use logferry_core::storage::list_all;
-use logferry_export::ExportRecord;
+use logferry_export::{ExportRecord, LoadState, SealRecord};
 
 use crate::context::Ctx;
 
@@ -33,7 +33,9 @@ pub struct WindowStatus {
     pub run_id: Option<String>,
     /// Curated rows of that run.
     pub curated_rows: u64,
-    /// `pending`, `stale` (an older run is loaded) or `loaded`.
+    /// `pending` (not exported), `stale` (an older run is exported),
+    /// `loaded` (its hourly partition), `appended` (to its day), `sealed`
+    /// (its day's seal loaded this run) or `awaiting_seal`.
     pub export: String,
     /// Rows in the warehouse's log_records partition.
     pub rows_loaded: u64,
@@ -71,6 +73,12 @@ pub async fn status(ctx: &Ctx) -> Result<Vec<WindowStatus>> {
         .into_values()
         .map(|v| (v.value.window.clone(), v.value))
         .collect();
+    let seals: BTreeMap<String, SealRecord> = ledger
+        .latest_under::<SealRecord>("days", |k| k.ends_with("/seal"))
+        .await?
+        .into_values()
+        .map(|v| (v.value.day.clone(), v.value))
+        .collect();
     let windows: BTreeSet<String> = landed
         .keys()
         .chain(runs.keys())
@@ -90,9 +98,23 @@ pub async fn status(ctx: &Ctx) -> Result<Vec<WindowStatus>> {
             }
         };
         let exp = exports.get(&w);
+        let sealed = seals
+            .get(w.get(..10).unwrap_or_default())
+            .and_then(|s| s.windows.get(&w));
         let export = match (run, exp) {
             (_, None) => "pending",
-            (Some(r), Some(e)) if e.aggregate_run_id == r.run_id => "loaded",
+            (Some(r), Some(e)) if e.aggregate_run_id == r.run_id => {
+                if sealed == Some(&r.run_id) {
+                    "sealed"
+                } else if e.loaded_run.as_ref() == Some(&r.run_id) {
+                    match e.state {
+                        LoadState::Appended => "appended",
+                        _ => "loaded",
+                    }
+                } else {
+                    "awaiting_seal"
+                }
+            }
             _ => "stale",
         };
         out.push(WindowStatus {
@@ -104,9 +126,14 @@ pub async fn status(ctx: &Ctx) -> Result<Vec<WindowStatus>> {
             run_id: run.map(|r| r.run_id.clone()),
             curated_rows: run.map_or(0, |r| r.curated.iter().map(|f| f.rows).sum()),
             export: export.into(),
-            rows_loaded: exp.map_or(0, |e| e.rows(logferry_core::schema::LOG_RECORDS_TABLE)),
+            rows_loaded: match export {
+                "loaded" | "appended" | "sealed" => {
+                    exp.map_or(0, |e| e.exported_rows(logferry_core::schema::LOG_RECORDS_TABLE))
+                }
+                _ => 0,
+            },
             load_jobs: exp
-                .map(|e| e.tables.iter().map(|t| t.job_id.clone()).collect())
+                .map(|e| e.tables.iter().filter_map(|t| t.job_id.clone()).collect())
                 .unwrap_or_default(),
         });
     }
@@ -120,12 +147,12 @@ pub fn print(rows: &[WindowStatus]) {
         return;
     }
     println!(
-        "{:<14} {:>7} {:>10} {:>8} {:>10} {:>12} {:>8} {:>12}",
+        "{:<14} {:>7} {:>10} {:>8} {:>10} {:>12} {:>14} {:>12}",
         "window", "files", "bytes", "tenants", "aggregate", "curated", "export", "loaded"
     );
     for r in rows {
         println!(
-            "{:<14} {:>7} {:>10} {:>8} {:>10} {:>12} {:>8} {:>12}",
+            "{:<14} {:>7} {:>10} {:>8} {:>10} {:>12} {:>14} {:>12}",
             r.window,
             r.landed_files,
             r.landed_bytes,

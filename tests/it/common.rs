@@ -52,8 +52,8 @@ impl Env {
         }
     }
 
-    pub fn ctx(&self) -> Ctx {
-        Ctx::open(&self.global()).unwrap()
+    pub async fn ctx(&self) -> Ctx {
+        Ctx::open(&self.global()).await.unwrap()
     }
 
     /// The spec the tests generate with: the config's limits, many bad items.
@@ -74,7 +74,7 @@ impl Env {
     }
 
     pub async fn forward(&self, path: &Path, format: Format) -> ForwardReport {
-        let ctx = self.ctx();
+        let ctx = self.ctx().await;
         logferry::forward::forward(&ctx, path.to_str().unwrap(), format, true)
             .await
             .unwrap()
@@ -88,18 +88,26 @@ impl Env {
     }
 
     pub async fn run(&self) -> logferry::run::RunReport {
-        logferry::run::run(&self.ctx(), None, true).await.unwrap()
+        logferry::run::run(
+            &self.ctx().await,
+            logferry::run::RunOptions {
+                quiet: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
     }
 
     pub async fn reconcile(&self) -> logferry::reconcile::Reconciliation {
-        logferry::reconcile::reconcile(&self.ctx(), None)
+        logferry::reconcile::reconcile(&self.ctx().await, None)
             .await
             .unwrap()
     }
 
     /// Runs a query over every table and returns its batches.
     pub async fn query(&self, q: &str) -> Vec<RecordBatch> {
-        let ctx = self.ctx();
+        let ctx = self.ctx().await;
         let (s, _) = logferry::sql::session(&ctx, None).await.unwrap();
         logferry::sql::query(&s, q).await.unwrap()
     }

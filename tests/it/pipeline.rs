@@ -290,7 +290,14 @@ async fn rerunning_every_stage_is_idempotent() {
 
     // An explicit window re-run is also a no-op.
     let w0 = logferry_core::partition::Window::parse(&before_window(&env).await).unwrap();
-    let r = logferry::run::run(&env.ctx(), Some(w0), true)
+    let r = logferry::run::run(
+        &env.ctx().await,
+        logferry::run::RunOptions {
+            window: Some(w0),
+            quiet: true,
+            ..Default::default()
+        },
+    )
         .await
         .unwrap();
     assert_eq!(r.windows[0].aggregate, "up_to_date");
@@ -298,7 +305,7 @@ async fn rerunning_every_stage_is_idempotent() {
 }
 
 async fn before_window(env: &Env) -> String {
-    logferry::status::status(&env.ctx()).await.unwrap()[0]
+    logferry::status::status(&env.ctx().await).await.unwrap()[0]
         .window
         .clone()
 }
@@ -312,7 +319,7 @@ async fn late_data_redoes_exactly_its_window() {
     env.forward_both(&w).await;
     let first = env.run().await;
     assert!(first.windows.len() >= 3, "{:?}", first.windows.len());
-    let status = logferry::status::status(&env.ctx()).await.unwrap();
+    let status = logferry::status::status(&env.ctx().await).await.unwrap();
     assert!(
         status
             .iter()
@@ -338,7 +345,7 @@ async fn late_data_redoes_exactly_its_window() {
     ))
     .await;
     env.forward(&path, logferry_forward::Format::Ndjson).await;
-    let st = logferry::status::status(&env.ctx()).await.unwrap();
+    let st = logferry::status::status(&env.ctx().await).await.unwrap();
     let stale: Vec<_> = st
         .iter()
         .filter(|s| s.aggregate != "done")

@@ -20,12 +20,30 @@ pub const ENV_PREFIX: &str = "LOGFERRY__";
 /// Config file name looked for in the data directory when no file is given.
 pub const DATA_DIR_CONFIG: &str = "logferry.toml";
 
+/// Environment variables of other tools' conventions that the configuration
+/// honours: the Google client libraries' emulator hosts and the BigQuery
+/// project and dataset.
+pub const EXTERNAL_ENV: [&str; 4] = [
+    "STORAGE_EMULATOR_HOST",
+    "BIGQUERY_EMULATOR_HOST",
+    "BIGQUERY_PROJECT",
+    "BIGQUERY_DATASET",
+];
+
 /// The configuration as written (see `default.toml` for every key's meaning).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Where the lake and the export store live.
     pub storage: StorageConfig,
+    /// S3 and Kinesis.
+    pub aws: AwsConfig,
+    /// The Kinesis source.
+    pub kinesis: KinesisConfig,
+    /// The GCS export store.
+    pub gcs: GcsConfig,
+    /// The BigQuery warehouse.
+    pub bigquery: BigQueryConfig,
     /// Decoding, validation and micro-batching at the edge.
     pub forward: ForwardConfig,
     /// Parquet encoding shared by every stage.
@@ -37,6 +55,81 @@ pub struct Config {
     /// Tenants and the sources that belong to them.
     #[serde(default, rename = "tenant")]
     pub tenants: Vec<TenantConfig>,
+    /// Values of [`EXTERNAL_ENV`] variables seen at load time.
+    #[serde(skip)]
+    pub external_env: std::collections::BTreeMap<String, String>,
+}
+
+/// `[aws]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsConfig {
+    /// Region; empty for the standard chain.
+    pub region: String,
+    /// Endpoint override; empty for the standard chain.
+    pub endpoint: String,
+    /// Allow http endpoints.
+    pub allow_http: bool,
+    /// Objects above this size go up in parts.
+    pub multipart_threshold: usize,
+}
+
+/// `[kinesis]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KinesisConfig {
+    /// `trim_horizon` or `latest`.
+    pub start: String,
+    /// Records per GetRecords call.
+    pub max_records_per_call: i32,
+    /// Least time between calls on one shard.
+    pub min_call_interval: String,
+    /// Read budget per shard, bytes per second.
+    pub max_bytes_per_second: u64,
+    /// Pause on a caught-up shard.
+    pub idle_interval: String,
+}
+
+/// `[gcs]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GcsConfig {
+    /// Endpoint; empty for Google's.
+    pub endpoint: String,
+    /// No credentials (emulators).
+    pub anonymous: bool,
+    /// Uploads in flight.
+    pub parallel_uploads: usize,
+    /// Bandwidth cap, bytes per second; 0 for none.
+    pub max_bytes_per_second: u64,
+    /// Attempts per upload.
+    pub max_attempts: u32,
+}
+
+/// `[bigquery]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BigQueryConfig {
+    /// Project.
+    pub project: String,
+    /// Dataset.
+    pub dataset: String,
+    /// Location.
+    pub location: String,
+    /// API root.
+    pub endpoint: String,
+    /// Service account key file.
+    pub credentials: String,
+    /// Partition expiration.
+    pub partition_expiration: String,
+    /// First poll interval.
+    pub poll_initial: String,
+    /// Longest poll interval.
+    pub poll_max: String,
+    /// Longest wait for a job.
+    pub job_timeout: String,
+    /// Count rows after each load.
+    pub verify_loads: bool,
 }
 
 /// `[storage]`.
@@ -103,10 +196,14 @@ pub struct AggregateConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WarehouseConfig {
-    /// Warehouse kind: `local`.
+    /// Warehouse kind: `local` or `bigquery`.
     pub kind: String,
     /// Location of the local warehouse; empty means `<data-dir>/warehouse`.
     pub path: String,
+    /// `hour` or `day`.
+    pub partitioning: String,
+    /// Lateness allowance of a day partition.
+    pub seal_after: String,
 }
 
 /// One `[[tenant]]`.
@@ -154,16 +251,22 @@ impl Config {
             merge(&mut merged, table);
             source.file = Some(path.to_path_buf());
         }
+        let mut external = std::collections::BTreeMap::new();
         let mut env: Vec<(String, String)> = env
             .into_iter()
-            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .filter(|(k, v)| {
+                if EXTERNAL_ENV.contains(&k.as_str()) && !v.is_empty() {
+                    external.insert(k.clone(), v.clone());
+                }
+                k.starts_with(ENV_PREFIX)
+            })
             .collect();
         env.sort();
         for (key, value) in env {
             apply_env(&mut merged, &key, &value)?;
             source.env_keys.push(key);
         }
-        let config = Config::deserialize(toml::Value::Table(merged)).map_err(|e| {
+        let mut config = Config::deserialize(toml::Value::Table(merged)).map_err(|e| {
             Error::Config(format!(
                 "{}: {e}",
                 source
@@ -173,6 +276,7 @@ impl Config {
                     .unwrap_or_else(|| "configuration".into())
             ))
         })?;
+        config.external_env = external;
         Ok((config, source))
     }
 
@@ -232,15 +336,127 @@ impl Config {
                 value.trim().to_string()
             }
         };
+        let env = |k: &str| self.external_env.get(k).cloned();
+        let partitioning = match self.warehouse.partitioning.as_str() {
+            "hour" => Partitioning::Hour,
+            "day" => Partitioning::Day,
+            other => {
+                return Err(Error::Config(format!(
+                    "warehouse.partitioning {other:?}: use \"hour\" or \"day\""
+                )));
+            }
+        };
+        let seal_after = parse_duration("warehouse.seal_after", &self.warehouse.seal_after)?;
+        let export_url = location(&self.storage.export, "export");
         let warehouse = match self.warehouse.kind.as_str() {
             "local" => WarehouseSettings::Local {
                 url: location(&self.warehouse.path, "warehouse"),
             },
+            "bigquery" => {
+                let b = &self.bigquery;
+                if !export_url.starts_with("gs://") {
+                    return Err(Error::Config(format!(
+                        "warehouse.kind = \"bigquery\" loads from GCS: storage.export must be a \
+                         gs:// URL, not {export_url:?}"
+                    )));
+                }
+                let project = non_empty_or(&b.project, env("BIGQUERY_PROJECT")).ok_or_else(|| {
+                    Error::Config(
+                        "bigquery.project is empty and BIGQUERY_PROJECT is not set".into(),
+                    )
+                })?;
+                let dataset = non_empty_or(&b.dataset, env("BIGQUERY_DATASET"))
+                    .unwrap_or_else(|| "logferry".into());
+                let (endpoint, authenticate) = match non_empty_or(&b.endpoint, None) {
+                    Some(e) => (e, true),
+                    None => match env("BIGQUERY_EMULATOR_HOST") {
+                        Some(h) => (emulator_url(&h, "/bigquery/v2"), false),
+                        None => ("https://bigquery.googleapis.com/bigquery/v2".into(), true),
+                    },
+                };
+                let expiration = if b.partition_expiration.trim().is_empty() {
+                    None
+                } else {
+                    Some(parse_duration("bigquery.partition_expiration", &b.partition_expiration)?)
+                };
+                if partitioning == Partitioning::Hour
+                    && expiration.is_none_or(|e| e.as_secs() / 3600 >= MAX_PARTITIONS)
+                {
+                    return Err(Error::Config(format!(
+                        "hourly partitioning keeps one partition per hour and BigQuery allows \
+                         {MAX_PARTITIONS} per table: set bigquery.partition_expiration under \
+                         {} days, or use warehouse.partitioning = \"day\"",
+                        MAX_PARTITIONS / 24
+                    )));
+                }
+                if !is_bq_name(&dataset) {
+                    return Err(Error::Config(format!(
+                        "bigquery.dataset {dataset:?} must be letters, digits and _ (at most 1024)"
+                    )));
+                }
+                WarehouseSettings::BigQuery(BigQuerySettings {
+                    project,
+                    dataset,
+                    location: b.location.trim().to_string(),
+                    endpoint,
+                    authenticate,
+                    credentials: non_empty_or(&b.credentials, None).map(PathBuf::from),
+                    partition_expiration: expiration,
+                    poll_initial: parse_duration("bigquery.poll_initial", &b.poll_initial)?,
+                    poll_max: parse_duration("bigquery.poll_max", &b.poll_max)?,
+                    job_timeout: parse_duration("bigquery.job_timeout", &b.job_timeout)?,
+                    verify_loads: b.verify_loads,
+                })
+            }
             other => {
                 return Err(Error::Config(format!(
-                    "warehouse.kind {other:?} is not known; use \"local\""
+                    "warehouse.kind {other:?} is not known; use \"local\" or \"bigquery\""
                 )));
             }
+        };
+        let k = &self.kinesis;
+        let kinesis = KinesisSettings {
+            start_at_latest: match k.start.as_str() {
+                "trim_horizon" => false,
+                "latest" => true,
+                other => {
+                    return Err(Error::Config(format!(
+                        "kinesis.start {other:?}: use \"trim_horizon\" or \"latest\""
+                    )));
+                }
+            },
+            max_records_per_call: if (1..=10_000).contains(&k.max_records_per_call) {
+                k.max_records_per_call
+            } else {
+                return Err(Error::Config(
+                    "kinesis.max_records_per_call must be 1..=10000".into(),
+                ));
+            },
+            min_call_interval: parse_duration("kinesis.min_call_interval", &k.min_call_interval)?,
+            max_bytes_per_second: k.max_bytes_per_second.max(1),
+            idle_interval: parse_duration("kinesis.idle_interval", &k.idle_interval)?,
+        };
+        let g = &self.gcs;
+        let (gcs_endpoint, gcs_anonymous) = match env("STORAGE_EMULATOR_HOST") {
+            Some(h) => (emulator_url(&h, ""), true),
+            None => (
+                non_empty_or(&g.endpoint, None)
+                    .unwrap_or_else(|| "https://storage.googleapis.com".into()),
+                g.anonymous,
+            ),
+        };
+        let gcs = GcsSettings {
+            endpoint: gcs_endpoint.trim_end_matches('/').to_string(),
+            anonymous: gcs_anonymous,
+            parallel_uploads: positive("gcs.parallel_uploads", g.parallel_uploads)?,
+            max_bytes_per_second: g.max_bytes_per_second,
+            max_attempts: g.max_attempts.max(1),
+        };
+        let aws = AwsSettings {
+            region: non_empty_or(&self.aws.region, None),
+            endpoint: non_empty_or(&self.aws.endpoint, None),
+            allow_http: self.aws.allow_http,
+            multipart_threshold: positive("aws.multipart_threshold", self.aws.multipart_threshold)?,
         };
         let sql_dir = if self.aggregate.sql_dir.trim().is_empty() {
             None
@@ -250,11 +466,16 @@ impl Config {
         Ok(Settings {
             data_dir: data_dir.to_path_buf(),
             lake_url: location(&self.storage.lake, "lake"),
-            export_url: location(&self.storage.export, "export"),
+            export_url,
             forward,
             parquet,
             sql_dir,
             warehouse,
+            partitioning,
+            seal_after,
+            aws,
+            kinesis,
+            gcs,
             tenants: TenantRegistry::new(&self.tenants)?,
         })
     }
@@ -277,8 +498,127 @@ pub struct Settings {
     pub sql_dir: Option<PathBuf>,
     /// Warehouse choice.
     pub warehouse: WarehouseSettings,
+    /// Warehouse table partitioning.
+    pub partitioning: Partitioning,
+    /// Lateness allowance of a day partition.
+    pub seal_after: Duration,
+    /// S3 and Kinesis.
+    pub aws: AwsSettings,
+    /// The Kinesis source.
+    pub kinesis: KinesisSettings,
+    /// The GCS export store.
+    pub gcs: GcsSettings,
     /// Tenants and their sources.
     pub tenants: TenantRegistry,
+}
+
+/// BigQuery allows this many partitions per table.
+pub const MAX_PARTITIONS: u64 = 10_000;
+
+/// How warehouse tables are partitioned (on event time).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Partitioning {
+    /// One partition per hour: each window replaces its own.
+    Hour,
+    /// One partition per day: windows append, the seal replaces the day.
+    Day,
+}
+
+/// Validated `[aws]`.
+#[derive(Debug, Clone)]
+pub struct AwsSettings {
+    /// Region override.
+    pub region: Option<String>,
+    /// Endpoint override.
+    pub endpoint: Option<String>,
+    /// Allow http endpoints.
+    pub allow_http: bool,
+    /// Multipart threshold.
+    pub multipart_threshold: usize,
+}
+
+/// Validated `[kinesis]`.
+#[derive(Debug, Clone)]
+pub struct KinesisSettings {
+    /// Start shards without a checkpoint at LATEST instead of TRIM_HORIZON.
+    pub start_at_latest: bool,
+    /// Records per GetRecords call.
+    pub max_records_per_call: i32,
+    /// Least time between calls on one shard.
+    pub min_call_interval: Duration,
+    /// Read budget per shard.
+    pub max_bytes_per_second: u64,
+    /// Pause on a caught-up shard.
+    pub idle_interval: Duration,
+}
+
+/// Validated `[gcs]`.
+#[derive(Debug, Clone)]
+pub struct GcsSettings {
+    /// Endpoint, without a trailing slash.
+    pub endpoint: String,
+    /// No credentials.
+    pub anonymous: bool,
+    /// Uploads in flight.
+    pub parallel_uploads: usize,
+    /// Bandwidth cap; 0 for none.
+    pub max_bytes_per_second: u64,
+    /// Attempts per upload.
+    pub max_attempts: u32,
+}
+
+/// Validated `[bigquery]`.
+#[derive(Debug, Clone)]
+pub struct BigQuerySettings {
+    /// Project.
+    pub project: String,
+    /// Dataset.
+    pub dataset: String,
+    /// Location.
+    pub location: String,
+    /// API root.
+    pub endpoint: String,
+    /// Send credentials (false for emulators).
+    pub authenticate: bool,
+    /// Service account key file; `None` for application default credentials.
+    pub credentials: Option<PathBuf>,
+    /// Partition expiration.
+    pub partition_expiration: Option<Duration>,
+    /// First poll interval.
+    pub poll_initial: Duration,
+    /// Longest poll interval.
+    pub poll_max: Duration,
+    /// Longest wait for one job.
+    pub job_timeout: Duration,
+    /// Count rows after each load.
+    pub verify_loads: bool,
+}
+
+fn non_empty_or(v: &str, fallback: Option<String>) -> Option<String> {
+    let v = v.trim();
+    if v.is_empty() {
+        fallback.filter(|f| !f.trim().is_empty())
+    } else {
+        Some(v.to_string())
+    }
+}
+
+/// `host:port` or a URL, as the emulator-host variables are given, to a URL
+/// with `suffix` appended.
+fn emulator_url(host: &str, suffix: &str) -> String {
+    let h = host.trim().trim_end_matches('/');
+    if h.contains("://") {
+        format!("{h}{suffix}")
+    } else {
+        format!("http://{h}{suffix}")
+    }
+}
+
+fn is_bq_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 1024 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 /// Validated `[forward]`.
@@ -329,6 +669,8 @@ pub enum WarehouseSettings {
         /// Location URL or path.
         url: String,
     },
+    /// BigQuery.
+    BigQuery(BigQuerySettings),
 }
 
 /// A configured tenant.
@@ -641,6 +983,47 @@ mod tests {
         assert!(t.allows_account("111111111111"));
         assert!(!t.allows_account("222222222222"));
         assert!(s.tenants.by_log_group("/tenants/ab/x").is_none());
+    }
+
+    #[test]
+    fn bigquery_settings_and_emulator_conventions() {
+        let f = "[storage]\nexport = \"gs://b/p\"\n[warehouse]\nkind = \"bigquery\"\npartitioning = \"day\"\n";
+        let env = [
+            ("BIGQUERY_EMULATOR_HOST", "127.0.0.1:9050"),
+            ("BIGQUERY_PROJECT", "proj"),
+            ("STORAGE_EMULATOR_HOST", "http://127.0.0.1:9023"),
+        ];
+        let s = load(Some(f), &env).unwrap().validate(Path::new("/d")).unwrap();
+        match &s.warehouse {
+            WarehouseSettings::BigQuery(b) => {
+                assert_eq!(b.endpoint, "http://127.0.0.1:9050/bigquery/v2");
+                assert!(!b.authenticate);
+                assert_eq!((b.project.as_str(), b.dataset.as_str()), ("proj", "logferry"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(s.gcs.endpoint, "http://127.0.0.1:9023");
+        assert!(s.gcs.anonymous);
+        // BigQuery needs a gs:// export store and a project.
+        let e = load(Some("[warehouse]\nkind = \"bigquery\"\n"), &[]).unwrap().validate(Path::new("/d"));
+        assert!(e.unwrap_err().to_string().contains("gs://"));
+        let e = load(Some(f), &[]).unwrap().validate(Path::new("/d")).unwrap_err();
+        assert!(e.to_string().contains("BIGQUERY_PROJECT"), "{e}");
+        // Hourly partitions must expire before BigQuery's 10,000-partition limit.
+        let hourly = f.replace("\"day\"", "\"hour\"");
+        let e = load(Some(&format!("{hourly}[bigquery]\npartition_expiration = \"500d\"\n")), &env)
+            .unwrap()
+            .validate(Path::new("/d"))
+            .unwrap_err();
+        assert!(e.to_string().contains("10000 per table"), "{e}");
+        let e = load(Some(&format!("{hourly}[bigquery]\npartition_expiration = \"\"\n")), &env)
+            .unwrap()
+            .validate(Path::new("/d"));
+        assert!(e.is_err());
+        load(Some(&format!("{hourly}[bigquery]\npartition_expiration = \"400d\"\n")), &env)
+            .unwrap()
+            .validate(Path::new("/d"))
+            .unwrap();
     }
 
     #[test]

@@ -12,13 +12,17 @@ use futures::TryStreamExt;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::aws::AmazonS3Builder;
+use object_store::prefix::PrefixStore;
+use object_store::{
+    ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart,
+};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
-use crate::config::ParquetSettings;
+use crate::config::{AwsSettings, ParquetSettings};
 use crate::error::{Error, Result};
 
 /// A store rooted at a URL; paths handed to `store` are relative to `url`.
@@ -28,6 +32,8 @@ pub struct Location {
     pub url: String,
     /// The store, rooted at the URL.
     pub store: Arc<dyn ObjectStore>,
+    /// Objects larger than this are written in parts.
+    pub multipart_threshold: usize,
 }
 
 impl std::fmt::Debug for Location {
@@ -36,23 +42,60 @@ impl std::fmt::Debug for Location {
     }
 }
 
+/// Default part-upload threshold for stores opened without settings.
+const DEFAULT_MULTIPART_THRESHOLD: usize = 64 << 20;
+
 impl Location {
-    /// Resolves a URL: `file:///abs/path`, a plain path, or `memory://`.
-    pub fn open(url: &str) -> Result<Self> {
+    /// Resolves a URL: `s3://bucket/prefix` (region, endpoint and credentials
+    /// from the standard AWS environment, overridden by `aws`),
+    /// `file:///abs/path`, a plain path, or `memory://`.
+    pub fn open_with(url: &str, aws: &AwsSettings) -> Result<Self> {
         let url = url.trim();
-        if let Some(rest) = url.strip_prefix("memory://") {
-            let _ = rest;
+        if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(Error::Config(format!("{url}: no bucket")));
+            }
+            let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
+            if let Some(r) = &aws.region {
+                b = b.with_region(r);
+            }
+            if let Some(e) = &aws.endpoint {
+                b = b.with_endpoint(e);
+            }
+            if aws.allow_http {
+                b = b.with_allow_http(true);
+            }
+            let s3 = b.build().map_err(|e| Error::storage(url, e))?;
+            let prefix = prefix.trim_matches('/');
+            let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
+                Arc::new(s3)
+            } else {
+                Arc::new(PrefixStore::new(s3, prefix))
+            };
             return Ok(Location {
                 url: url.to_string(),
-                store: Arc::new(InMemory::new()),
+                store,
+                multipart_threshold: aws.multipart_threshold,
             });
+        }
+        let mut loc = Self::open(url)?;
+        loc.multipart_threshold = aws.multipart_threshold;
+        Ok(loc)
+    }
+
+    /// Resolves a local URL: `file:///abs/path`, a plain path, or `memory://`.
+    pub fn open(url: &str) -> Result<Self> {
+        let url = url.trim();
+        if url.starts_with("memory://") {
+            return Ok(Self::from_store(url, Arc::new(InMemory::new())));
         }
         if let Some((scheme, _)) = url.split_once("://")
             && scheme != "file"
         {
             return Err(Error::Config(format!(
-                "{url}: the {scheme}:// scheme is not supported by this build \
-                 (supported: file://, plain paths, memory://)"
+                "{url}: the {scheme}:// scheme is not a lake location \
+                 (use s3://, file://, a plain path or memory://)"
             )));
         }
         let path = match url.strip_prefix("file://") {
@@ -61,12 +104,9 @@ impl Location {
         };
         std::fs::create_dir_all(&path).map_err(|e| Error::io(path.display(), e))?;
         let abs = std::fs::canonicalize(&path).map_err(|e| Error::io(path.display(), e))?;
-        let store =
-            LocalFileSystem::new_with_prefix(&abs).map_err(|e| Error::storage(abs.display(), e))?;
-        Ok(Location {
-            url: format!("file://{}", abs.display()),
-            store: Arc::new(store),
-        })
+        let store = LocalFileSystem::new_with_prefix(&abs)
+            .map_err(|e| Error::storage(abs.display(), e))?;
+        Ok(Self::from_store(format!("file://{}", abs.display()), Arc::new(store)))
     }
 
     /// Wraps an existing store (tests, shared in-memory stores).
@@ -74,7 +114,31 @@ impl Location {
         Location {
             url: url.into(),
             store,
+            multipart_threshold: DEFAULT_MULTIPART_THRESHOLD,
         }
+    }
+
+    /// Create-once write ([`put_create`]); objects above the multipart
+    /// threshold go up in parts after a check that none exists (a part
+    /// upload cannot be conditional everywhere).
+    pub async fn put_create(&self, path: &Path, bytes: Bytes) -> Result<Created> {
+        if bytes.len() <= self.multipart_threshold {
+            return put_create(self.store.as_ref(), path, bytes).await;
+        }
+        match self.store.head(path).await {
+            Ok(_) => return Ok(Created::Existed),
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(Error::storage(path, e)),
+        }
+        let upload = self
+            .store
+            .put_multipart(path)
+            .await
+            .map_err(|e| Error::storage(path, e))?;
+        let mut w = WriteMultipart::new_with_chunk_size(upload, 16 << 20);
+        w.put(bytes);
+        w.finish().await.map_err(|e| Error::storage(path, e))?;
+        Ok(Created::New)
     }
 }
 
@@ -247,5 +311,18 @@ mod tests {
     fn unsupported_schemes_are_clear_errors() {
         let e = Location::open("ftp://x/y").unwrap_err();
         assert!(e.to_string().contains("ftp://"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn large_objects_go_up_in_parts_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut loc = Location::open(dir.path().to_str().unwrap()).unwrap();
+        loc.multipart_threshold = 1024;
+        let p = Path::from("big/x.bin");
+        let data = Bytes::from(vec![7u8; 40_000]);
+        assert_eq!(loc.put_create(&p, data.clone()).await.unwrap(), Created::New);
+        assert_eq!(loc.put_create(&p, data.clone()).await.unwrap(), Created::Existed);
+        let got = loc.store.get(&p).await.unwrap().bytes().await.unwrap();
+        assert_eq!(got, data);
     }
 }

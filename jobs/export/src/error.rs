@@ -24,6 +24,39 @@ pub enum Error {
         /// The warehouse's messages.
         message: String,
     },
+    /// Invalid configuration for the export store or the warehouse.
+    #[error("configuration error: {0}")]
+    Config(String),
+    /// A GCS call failed (after its retries).
+    #[error("GCS {what} failed{}: {message}", status.map(|s| format!(" (HTTP {s})")).unwrap_or_default())]
+    Gcs {
+        /// The operation.
+        what: String,
+        /// HTTP status, when there was a response.
+        status: Option<u16>,
+        /// The client's message.
+        message: String,
+    },
+    /// A BigQuery call failed (after its retries).
+    #[error("BigQuery {what} failed: {message}")]
+    BigQuery {
+        /// The operation.
+        what: String,
+        /// The API's message.
+        message: String,
+    },
+    /// The warehouse holds another number of rows than was loaded.
+    #[error("table {table} partition {partition} holds {found} rows for the window after the load, {expected} were exported")]
+    RowMismatch {
+        /// Table.
+        table: String,
+        /// Partition or window.
+        partition: String,
+        /// Rows found.
+        found: u64,
+        /// Rows exported.
+        expected: u64,
+    },
     /// An exported object differs from what an earlier run exported under
     /// the same deterministic name.
     #[error(

@@ -1,32 +1,50 @@
 //! The export job: a window's committed curated and rollup objects go to the
-//! export store under deterministic names, then one load job per table
-//! replaces the window's partition in the warehouse. The window's export
-//! record in the ledger says which aggregate run was loaded, so a rerun
-//! loads nothing twice and a new aggregate run is loaded again.
+//! export store under deterministic names (in parallel, under the store's
+//! bandwidth cap), then load jobs bring them into the warehouse:
+//!
+//! - hourly partitions: one job per table replaces the window's partition;
+//! - daily partitions: a window's first run is appended; once the day is past
+//!   its lateness allowance (or `--seal`), one job per table replaces the day
+//!   with every window's current objects (the nightly, cost-optimised load),
+//!   and again whenever a window of a sealed day changes.
+//!
+//! The ledger records, per window, which aggregate run was exported and
+//! which was loaded, and per day which windows the seal loaded, so a rerun
+//! loads nothing twice and a changed window is loaded again.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use arrow::datatypes::SchemaRef;
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use futures::{StreamExt, TryStreamExt};
+use object_store::ObjectStoreExt;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt};
 use serde::{Deserialize, Serialize};
 
+use logferry_core::config::Partitioning;
+use logferry_core::ids::IdHasher;
 use logferry_core::ledger::{Ledger, Versioned};
 use logferry_core::metrics::{LatencyRecorder, LatencyStats};
 use logferry_core::partition::{STATE, Window};
 use logferry_core::records::AggregateRecord;
 use logferry_core::schema::{LOG_RECORDS_TABLE, log_record_schema};
-use logferry_core::storage::{Created, Location, delete_if_exists, parquet_schema, put_create};
+use logferry_core::storage::{Created, Location, parquet_schema};
 
 use crate::error::{Error, Result};
-use crate::warehouse::{LoadJob, Warehouse};
+use crate::store::ExportStore;
+use crate::warehouse::{LoadJob, PartitionId, Warehouse, WriteMode};
 
 /// Ledger key of a window's export record.
 pub fn export_key(w: Window) -> String {
     format!("windows/{}/export", w.partition())
+}
+
+/// Ledger key of a day's seal record.
+pub fn seal_key(day: &PartitionId) -> String {
+    format!("days/{}/seal", day.key())
 }
 
 /// One object that was exported.
@@ -47,9 +65,9 @@ pub struct TableExport {
     pub table: String,
     /// Objects shipped.
     pub files: Vec<ExportedFile>,
-    /// Load job id.
-    pub job_id: String,
-    /// Rows in the partition after the load.
+    /// Load job of the window, if one ran (none while awaiting a seal).
+    pub job_id: Option<String>,
+    /// Rows the window's load job loaded.
     pub rows_loaded: u64,
     /// True when the load job had already run.
     pub already_loaded: bool,
@@ -57,13 +75,36 @@ pub struct TableExport {
     pub load_ms: u64,
 }
 
+impl TableExport {
+    /// Rows in the exported objects.
+    pub fn rows(&self) -> u64 {
+        self.files.iter().map(|f| f.rows).sum()
+    }
+}
+
+/// Where a window's data stands in the warehouse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadState {
+    /// The exported run replaced the window's hourly partition.
+    Loaded,
+    /// The exported run was appended to its day partition.
+    Appended,
+    /// Exported; the day's seal will load it.
+    AwaitingSeal,
+}
+
 /// The ledger record of a window's export and load.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ExportRecord {
     /// `YYYY-MM-DDTHH`.
     pub window: String,
-    /// The aggregate run that was exported.
+    /// The aggregate run whose objects are in the export store.
     pub aggregate_run_id: String,
+    /// The aggregate run a window-level load job loaded, if any.
+    pub loaded_run: Option<String>,
+    /// Where the exported run stands.
+    pub state: LoadState,
     /// Per table.
     pub tables: Vec<TableExport>,
     /// Bytes sent to the export store (this run).
@@ -72,14 +113,14 @@ pub struct ExportRecord {
     pub files_existing: u64,
     /// Upload latency.
     pub upload_latency: LatencyStats,
-    /// When the export committed: the window is queryable from here.
+    /// When the export committed.
     pub finished_at: DateTime<Utc>,
     /// Run time.
     pub duration_ms: u64,
 }
 
 impl ExportRecord {
-    /// Rows loaded into `table`.
+    /// Rows the window-level load loaded into `table`.
     pub fn rows(&self, table: &str) -> u64 {
         self.tables
             .iter()
@@ -87,15 +128,63 @@ impl ExportRecord {
             .map(|t| t.rows_loaded)
             .sum()
     }
+
+    /// Rows exported for `table`.
+    pub fn exported_rows(&self, table: &str) -> u64 {
+        self.tables
+            .iter()
+            .filter(|t| t.table == table)
+            .map(TableExport::rows)
+            .sum()
+    }
+}
+
+/// One table of a seal.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SealTable {
+    /// Table.
+    pub table: String,
+    /// Load job id.
+    pub job_id: String,
+    /// Rows in the partition after the seal.
+    pub rows: u64,
+    /// Objects loaded.
+    pub files: usize,
+    /// True when the job had already run.
+    pub already_loaded: bool,
+}
+
+/// The ledger record of a day's seal.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SealRecord {
+    /// `YYYY-MM-DD`.
+    pub day: String,
+    /// Hash of the windows and runs sealed.
+    pub seal_id: String,
+    /// The aggregate run of each window the seal loaded.
+    pub windows: BTreeMap<String, String>,
+    /// Per table.
+    pub tables: Vec<SealTable>,
+    /// When the seal committed.
+    pub finished_at: DateTime<Utc>,
 }
 
 /// What exporting a window did.
 #[derive(Debug, Clone)]
 pub enum ExportOutcome {
-    /// The aggregate run was already exported and loaded.
+    /// Nothing new: the aggregate run was exported and handled already.
     UpToDate(ExportRecord),
-    /// The window was exported and loaded now.
+    /// The window was exported (and loaded, unless awaiting its seal).
     Done(ExportRecord),
+}
+
+impl ExportOutcome {
+    /// The record either way.
+    pub fn record(&self) -> &ExportRecord {
+        match self {
+            ExportOutcome::UpToDate(r) | ExportOutcome::Done(r) => r,
+        }
+    }
 }
 
 /// One table's objects to ship: (lake path, tenant suffix, rows).
@@ -109,34 +198,71 @@ struct Source {
 #[derive(Debug, Clone)]
 pub struct Exporter {
     lake: Location,
-    export: Location,
+    export: Arc<dyn ExportStore>,
     warehouse: Arc<dyn Warehouse>,
     ledger: Ledger,
+    parallel_uploads: usize,
 }
 
-/// Deterministic load job id: table, window and the aggregate run's content hash.
-pub fn job_id(table: &str, w: Window, run_id: &str) -> String {
+/// Deterministic load job id: table, partition or window, content hash.
+pub fn job_id(table: &str, scope: &str, content: &str) -> String {
     format!(
-        "logferry_{table}_{}_{}",
-        w.start().format("%Y%m%d%H"),
-        &run_id[..run_id.len().min(24)]
+        "logferry_{table}_{scope}_{}",
+        &content[..content.len().min(24)]
     )
+}
+
+fn window_scope(w: Window) -> String {
+    w.start().format("%Y%m%d%H").to_string()
 }
 
 impl Exporter {
     /// An exporter from `lake` to `export`, loading `warehouse`.
-    pub fn new(lake: Location, export: Location, warehouse: Arc<dyn Warehouse>) -> Self {
+    pub fn new(
+        lake: Location,
+        export: Arc<dyn ExportStore>,
+        warehouse: Arc<dyn Warehouse>,
+        parallel_uploads: usize,
+    ) -> Self {
         Exporter {
             ledger: Ledger::new(lake.store.clone(), STATE),
             lake,
             export,
             warehouse,
+            parallel_uploads: parallel_uploads.max(1),
         }
+    }
+
+    /// The warehouse.
+    pub fn warehouse(&self) -> &Arc<dyn Warehouse> {
+        &self.warehouse
     }
 
     /// The last committed export of a window.
     pub async fn committed(&self, w: Window) -> Result<Option<Versioned<ExportRecord>>> {
         Ok(self.ledger.latest(&export_key(w)).await?)
+    }
+
+    /// Every window's last export record, by window.
+    pub async fn all_exports(&self) -> Result<BTreeMap<String, ExportRecord>> {
+        Ok(self
+            .ledger
+            .latest_under::<ExportRecord>("windows", |k| k.ends_with("/export"))
+            .await?
+            .into_values()
+            .map(|v| (v.value.window.clone(), v.value))
+            .collect())
+    }
+
+    /// Every day's last seal, by day.
+    pub async fn all_seals(&self) -> Result<BTreeMap<String, SealRecord>> {
+        Ok(self
+            .ledger
+            .latest_under::<SealRecord>("days", |k| k.ends_with("/seal"))
+            .await?
+            .into_values()
+            .map(|v| (v.value.day.clone(), v.value))
+            .collect())
     }
 
     async fn sources(&self, agg: &AggregateRecord) -> Result<Vec<Source>> {
@@ -170,114 +296,158 @@ impl Exporter {
         Ok(out)
     }
 
-    /// Exports and loads the window's committed aggregate run, unless it
-    /// already was.
-    pub async fn export(&self, w: Window, agg: &AggregateRecord) -> Result<ExportOutcome> {
-        let start = Instant::now();
-        let prev = self.committed(w).await?;
-        if let Some(p) = &prev
-            && p.value.aggregate_run_id == agg.run_id
-        {
-            return Ok(ExportOutcome::UpToDate(p.value.clone()));
-        }
-        let mut tables = Vec::new();
-        let mut bytes_sent = 0;
-        let mut files_existing = 0;
-        let mut upload = LatencyRecorder::default();
-        for src in self.sources(agg).await? {
-            let mut files = Vec::new();
+    async fn read_lake(&self, path: &str) -> Result<Bytes> {
+        Ok(self
+            .lake
+            .store
+            .get(&Path::from(path))
+            .await
+            .map_err(|e| logferry_core::Error::storage(path, e))?
+            .bytes()
+            .await
+            .map_err(|e| logferry_core::Error::storage(path, e))?)
+    }
+
+    /// Ships one run's objects; returns (files per table, bytes sent,
+    /// objects found already there, upload latency).
+    async fn upload(
+        &self,
+        w: Window,
+        agg: &AggregateRecord,
+        sources: &[Source],
+    ) -> Result<(Vec<Vec<ExportedFile>>, u64, u64, LatencyRecorder)> {
+        let mut work = Vec::new();
+        for (t, src) in sources.iter().enumerate() {
             for (lake_path, tenant, rows) in &src.files {
                 let name = match tenant {
-                    Some(t) => format!("{}-{t}.parquet", agg.run_id),
+                    Some(tn) => format!("{}-{tn}.parquet", agg.run_id),
                     None => format!("{}.parquet", agg.run_id),
                 };
                 let dest = format!("{}/{}/{name}", src.table, w.partition());
-                let bytes = self
-                    .lake
-                    .store
-                    .get(&Path::from(lake_path.as_str()))
-                    .await
-                    .map_err(|e| logferry_core::Error::storage(lake_path, e))?
-                    .bytes()
-                    .await
-                    .map_err(|e| logferry_core::Error::storage(lake_path, e))?;
+                work.push((t, lake_path.clone(), dest, *rows));
+            }
+        }
+        let results: Vec<(usize, ExportedFile, Created, std::time::Duration)> =
+            futures::stream::iter(work.into_iter().map(|(t, lake_path, dest, rows)| async move {
+                let bytes = self.read_lake(&lake_path).await?;
                 let size = bytes.len() as u64;
                 let t0 = Instant::now();
-                match put_create(
-                    self.export.store.as_ref(),
-                    &Path::from(dest.as_str()),
-                    bytes,
-                )
-                .await?
-                {
-                    Created::New => {
-                        upload.record(t0.elapsed());
-                        bytes_sent += size;
-                    }
-                    Created::Existed => {
-                        files_existing += 1;
-                        let meta = self
-                            .export
-                            .store
-                            .head(&Path::from(dest.as_str()))
-                            .await
-                            .map_err(|e| logferry_core::Error::storage(&dest, e))?;
-                        if meta.size != size {
-                            return Err(Error::ExportMismatch {
-                                path: dest,
-                                existing: meta.size,
-                                expected: size,
-                            });
-                        }
-                    }
+                let created = self.export.put_create(&dest, bytes).await?;
+                Ok::<_, Error>((
+                    t,
+                    ExportedFile {
+                        path: dest,
+                        bytes: size,
+                        rows,
+                    },
+                    created,
+                    t0.elapsed(),
+                ))
+            }))
+            .buffered(self.parallel_uploads)
+            .try_collect()
+            .await?;
+        let mut files = vec![Vec::new(); sources.len()];
+        let (mut sent, mut existing) = (0, 0);
+        let mut latency = LatencyRecorder::default();
+        for (t, f, created, took) in results {
+            match created {
+                Created::New => {
+                    sent += f.bytes;
+                    latency.record(took);
                 }
-                files.push(ExportedFile {
-                    path: dest,
-                    bytes: size,
-                    rows: *rows,
-                });
+                Created::Existed => existing += 1,
             }
-            let job = LoadJob {
-                job_id: job_id(&src.table, w, &agg.run_id),
+            files[t].push(f);
+        }
+        Ok((files, sent, existing, latency))
+    }
+
+    /// Exports the window's committed aggregate run and loads it as the
+    /// partitioning says. `seal_due` tells whether the window's day is past
+    /// its lateness allowance (daily partitions: then the seal loads it).
+    pub async fn export(&self, w: Window, agg: &AggregateRecord, seal_due: bool) -> Result<ExportOutcome> {
+        let start = Instant::now();
+        let partitioning = self.warehouse.partitioning();
+        let prev = self.committed(w).await?;
+        if let Some(p) = &prev
+            && p.value.aggregate_run_id == agg.run_id
+            && (partitioning == Partitioning::Day || p.value.loaded_run.as_ref() == Some(&agg.run_id))
+        {
+            return Ok(ExportOutcome::UpToDate(p.value.clone()));
+        }
+        let sources = self.sources(agg).await?;
+        let (files, bytes_sent, files_existing, upload_latency) =
+            self.upload(w, agg, &sources).await?;
+        let partition = PartitionId::of(w, partitioning);
+        let prev_loaded = prev.as_ref().and_then(|p| p.value.loaded_run.clone());
+        let (mode, state) = match partitioning {
+            Partitioning::Hour => (Some(WriteMode::Replace), LoadState::Loaded),
+            Partitioning::Day if !seal_due && prev_loaded.is_none() => {
+                (Some(WriteMode::Append), LoadState::Appended)
+            }
+            Partitioning::Day => (None, LoadState::AwaitingSeal),
+        };
+        let mut tables = Vec::new();
+        for (src, files) in sources.iter().zip(files) {
+            let rows: u64 = files.iter().map(|f| f.rows).sum();
+            let mut t = TableExport {
                 table: src.table.clone(),
-                window: w,
-                uris: files.iter().map(|f| f.path.clone()).collect(),
-                schema: src.schema.clone(),
-            };
-            let t0 = Instant::now();
-            let res = self.warehouse.load(&job).await?;
-            let expected: u64 = files.iter().map(|f| f.rows).sum();
-            if res.rows != expected {
-                return Err(Error::LoadFailed {
-                    job_id: job.job_id,
-                    message: format!(
-                        "table {} window {w} holds {} rows after the load, {expected} were exported",
-                        src.table, res.rows
-                    ),
-                });
-            }
-            tables.push(TableExport {
-                table: src.table,
                 files,
-                job_id: res.job_id,
-                rows_loaded: res.rows,
-                already_loaded: res.already_done,
-                load_ms: t0.elapsed().as_millis() as u64,
-            });
+                job_id: None,
+                rows_loaded: 0,
+                already_loaded: false,
+                load_ms: 0,
+            };
+            if let Some(mode) = mode {
+                let job = LoadJob {
+                    job_id: job_id(&src.table, &window_scope(w), &agg.run_id),
+                    table: src.table.clone(),
+                    partition,
+                    mode,
+                    files: t.files.iter().map(|f| f.path.clone()).collect(),
+                    schema: src.schema.clone(),
+                    rows,
+                    window: Some(w),
+                };
+                let t0 = Instant::now();
+                let res = self.warehouse.load(&job).await?;
+                if res.rows != rows {
+                    return Err(Error::RowMismatch {
+                        table: src.table.clone(),
+                        partition: w.to_string(),
+                        found: res.rows,
+                        expected: rows,
+                    });
+                }
+                t.job_id = Some(res.job_id);
+                t.rows_loaded = res.rows;
+                t.already_loaded = res.already_done;
+                t.load_ms = t0.elapsed().as_millis() as u64;
+            }
+            tables.push(t);
         }
         let record = ExportRecord {
             window: w.to_string(),
             aggregate_run_id: agg.run_id.clone(),
+            loaded_run: if mode.is_some() {
+                Some(agg.run_id.clone())
+            } else {
+                prev_loaded
+            },
+            state,
             tables,
             bytes_sent,
             files_existing,
-            upload_latency: upload.stats(),
+            upload_latency: upload_latency.stats(),
             finished_at: Utc::now(),
             duration_ms: start.elapsed().as_millis() as u64,
         };
         self.ledger
             .commit(&export_key(w), prev.as_ref().map(|p| p.version), &record)
             .await?;
+        // The warehouse holds its own copy of what it loaded; superseded
+        // exports only waste space (and would be loaded by a wildcard).
         if let Some(p) = prev {
             let keep: std::collections::HashSet<&str> = record
                 .tables
@@ -286,16 +456,94 @@ impl Exporter {
                 .collect();
             for t in &p.value.tables {
                 for f in t.files.iter().filter(|f| !keep.contains(f.path.as_str())) {
-                    delete_if_exists(self.export.store.as_ref(), &Path::from(f.path.as_str()))
-                        .await?;
+                    self.export.delete(&f.path).await?;
                 }
             }
         }
         Ok(ExportOutcome::Done(record))
     }
 
-    /// The export store.
-    pub fn export_store(&self) -> &Arc<dyn ObjectStore> {
-        &self.export.store
+    /// Seals a day: replaces its partition in every table with the current
+    /// exported objects of all its windows. Returns `None` when the last seal
+    /// already loaded exactly these windows' runs.
+    pub async fn seal(
+        &self,
+        day: PartitionId,
+        windows: &BTreeMap<String, ExportRecord>,
+    ) -> Result<Option<SealRecord>> {
+        let mine: Vec<&ExportRecord> = windows
+            .values()
+            .filter(|r| Window::parse(&r.window).is_ok_and(|w| day.contains(w)))
+            .collect();
+        if mine.is_empty() {
+            return Ok(None);
+        }
+        let mut h = IdHasher::new();
+        let mut runs = BTreeMap::new();
+        for r in &mine {
+            h.part(r.window.as_bytes()).part(r.aggregate_run_id.as_bytes());
+            runs.insert(r.window.clone(), r.aggregate_run_id.clone());
+        }
+        let seal_id = h.hex();
+        let key = seal_key(&day);
+        let prev = self.ledger.latest::<SealRecord>(&key).await?;
+        if prev.as_ref().is_some_and(|p| p.value.seal_id == seal_id) {
+            return Ok(None);
+        }
+        let mut by_table: BTreeMap<String, Vec<ExportedFile>> = BTreeMap::new();
+        for r in &mine {
+            for t in &r.tables {
+                by_table
+                    .entry(t.table.clone())
+                    .or_default()
+                    .extend(t.files.iter().cloned());
+            }
+        }
+        let mut tables = Vec::new();
+        for (table, files) in by_table {
+            let schema = if table == LOG_RECORDS_TABLE {
+                log_record_schema()
+            } else {
+                match files.first() {
+                    Some(f) => schema_of(&self.export.get(&f.path).await?)?,
+                    None => continue,
+                }
+            };
+            let rows = files.iter().map(|f| f.rows).sum();
+            let job = LoadJob {
+                job_id: job_id(&table, &day.decorator(), &seal_id),
+                table: table.clone(),
+                partition: day,
+                mode: WriteMode::Replace,
+                files: files.iter().map(|f| f.path.clone()).collect(),
+                schema,
+                rows,
+                window: None,
+            };
+            let res = self.warehouse.load(&job).await?;
+            tables.push(SealTable {
+                table,
+                job_id: res.job_id,
+                rows: res.rows,
+                files: files.len(),
+                already_loaded: res.already_done,
+            });
+        }
+        let record = SealRecord {
+            day: day.start.format("%Y-%m-%d").to_string(),
+            seal_id,
+            windows: runs,
+            tables,
+            finished_at: Utc::now(),
+        };
+        self.ledger
+            .commit(&key, prev.as_ref().map(|p| p.version), &record)
+            .await?;
+        Ok(Some(record))
     }
+}
+
+fn schema_of(bytes: &Bytes) -> Result<SchemaRef> {
+    let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes.clone())?;
+    Ok(b.schema().clone())
 }

@@ -1,40 +1,137 @@
-//! The warehouse seam: load a window's objects into a table partition, and
-//! count what a table holds. The embedded implementation is a local Parquet
-//! warehouse; BigQuery implements the same trait with load jobs.
+//! The warehouse seam: load exported objects into a table partition (append,
+//! or replace the partition), and count what a table holds. The embedded
+//! implementation is a local Parquet warehouse; BigQuery implements the same
+//! trait with load jobs.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::array::AsArray;
-use arrow::datatypes::SchemaRef;
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{DataType, SchemaRef, TimestampMicrosecondType};
 use async_trait::async_trait;
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Duration as ChronoDuration, TimeZone, Timelike, Utc};
+use object_store::ObjectStoreExt;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::{Deserialize, Serialize};
 
+pub use logferry_core::config::Partitioning;
 use logferry_core::ledger::Ledger;
 use logferry_core::partition::Window;
 use logferry_core::storage::{Location, delete_if_exists, put_create};
 
 use crate::error::{Error, Result};
+use crate::store::ExportStore;
 
-/// One load: the objects of one window of one table.
+/// A partition of a warehouse table: an hour or a day of event time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PartitionId {
+    /// First instant.
+    pub start: DateTime<Utc>,
+    /// Hour or day.
+    pub partitioning: Partitioning,
+}
+
+impl PartitionId {
+    /// The partition holding a window.
+    pub fn of(w: Window, partitioning: Partitioning) -> Self {
+        let start = match partitioning {
+            Partitioning::Hour => w.start(),
+            Partitioning::Day => Utc
+                .with_ymd_and_hms(w.start().year(), w.start().month(), w.start().day(), 0, 0, 0)
+                .single()
+                .unwrap_or_else(|| w.start() - ChronoDuration::hours(i64::from(w.start().hour()))),
+        };
+        PartitionId {
+            start,
+            partitioning,
+        }
+    }
+
+    /// First instant after the partition.
+    pub fn end(&self) -> DateTime<Utc> {
+        match self.partitioning {
+            Partitioning::Hour => self.start + ChronoDuration::hours(1),
+            Partitioning::Day => self.start + ChronoDuration::days(1),
+        }
+    }
+
+    /// BigQuery partition decorator: `YYYYMMDDHH` or `YYYYMMDD`.
+    pub fn decorator(&self) -> String {
+        match self.partitioning {
+            Partitioning::Hour => self.start.format("%Y%m%d%H").to_string(),
+            Partitioning::Day => self.start.format("%Y%m%d").to_string(),
+        }
+    }
+
+    /// Path form: `hour=YYYY-MM-DDTHH` or `day=YYYY-MM-DD`.
+    pub fn key(&self) -> String {
+        match self.partitioning {
+            Partitioning::Hour => format!("hour={}", self.start.format("%Y-%m-%dT%H")),
+            Partitioning::Day => format!("day={}", self.start.format("%Y-%m-%d")),
+        }
+    }
+
+    /// True when the window lies in this partition.
+    pub fn contains(&self, w: Window) -> bool {
+        w.start() >= self.start && w.start() < self.end()
+    }
+}
+
+impl std::fmt::Display for PartitionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.key())
+    }
+}
+
+/// How a load writes its partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteMode {
+    /// Add the rows (micro-batches of a day partition).
+    Append,
+    /// Replace the partition's rows with the job's (hourly windows, seals).
+    Replace,
+}
+
+/// One load: objects of one table into one partition.
 #[derive(Debug, Clone)]
 pub struct LoadJob {
-    /// Deterministic job id (table, window, content hash).
+    /// Deterministic job id (table, partition, content hash).
     pub job_id: String,
     /// Destination table.
     pub table: String,
-    /// Partition (window) replaced by the load.
-    pub window: Window,
-    /// Objects in the export store.
-    pub uris: Vec<String>,
-    /// Schema the objects must have.
+    /// Destination partition.
+    pub partition: PartitionId,
+    /// Append or replace.
+    pub mode: WriteMode,
+    /// Objects, as paths in the export store.
+    pub files: Vec<String>,
+    /// Schema the objects have.
     pub schema: SchemaRef,
+    /// Rows in the objects.
+    pub rows: u64,
+    /// The window the job loads, for appends (checked after the load).
+    pub window: Option<Window>,
+}
+
+impl LoadJob {
+    /// The time column the table is partitioned on: the first timestamp
+    /// column (`timestamp` for records, `minute` for rollups).
+    pub fn time_column(&self) -> Option<String> {
+        time_column(&self.schema)
+    }
+}
+
+/// The first timestamp column of a schema.
+pub fn time_column(schema: &SchemaRef) -> Option<String> {
+    schema
+        .fields()
+        .iter()
+        .find(|f| matches!(f.data_type(), DataType::Timestamp(_, _)))
+        .map(|f| f.name().clone())
 }
 
 /// What a load did.
@@ -42,20 +139,22 @@ pub struct LoadJob {
 pub struct LoadResult {
     /// The job id.
     pub job_id: String,
-    /// Rows now in the partition.
+    /// Rows the job loaded.
     pub rows: u64,
     /// True when the job had already run: nothing was loaded again.
     pub already_done: bool,
 }
 
-/// A warehouse that loads files and counts rows.
+/// A warehouse that loads exported objects and counts rows.
 #[async_trait]
 pub trait Warehouse: Send + Sync + std::fmt::Debug {
-    /// Replaces the partition `job.window` of `job.table` with the rows of
-    /// `job.uris`. Running the same job id again changes nothing.
+    /// How the warehouse's tables are partitioned.
+    fn partitioning(&self) -> Partitioning;
+
+    /// Runs a load job. Running the same job id again changes nothing.
     async fn load(&self, job: &LoadJob) -> Result<LoadResult>;
 
-    /// Rows per tenant in `table`, in one window or all.
+    /// Rows per tenant in `table`, in one window (by event time) or all.
     async fn count_by_tenant(
         &self,
         table: &str,
@@ -63,49 +162,61 @@ pub trait Warehouse: Send + Sync + std::fmt::Debug {
     ) -> Result<BTreeMap<String, u64>>;
 }
 
-/// A committed partition of the local warehouse.
+/// One load that a local partition holds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PartitionCommit {
-    /// Table.
-    pub table: String,
-    /// Window, `YYYY-MM-DDTHH`.
-    pub window: String,
-    /// The load job that wrote it.
+pub struct LocalLoad {
+    /// Job id.
     pub job_id: String,
     /// Objects, relative to the warehouse root.
     pub files: Vec<String>,
     /// Rows.
     pub rows: u64,
-    /// When the load committed.
+}
+
+/// A committed partition of the local warehouse.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PartitionCommit {
+    /// Table.
+    pub table: String,
+    /// Partition.
+    pub partition: PartitionId,
+    /// The loads whose rows it holds.
+    pub loads: Vec<LocalLoad>,
+    /// When the last load committed.
     pub loaded_at: DateTime<Utc>,
 }
 
+impl PartitionCommit {
+    /// Every object of the partition.
+    pub fn files(&self) -> impl Iterator<Item = &String> {
+        self.loads.iter().flat_map(|l| l.files.iter())
+    }
+}
+
 /// Parquet tables in a directory (or any object store): one folder per table
-/// and window, a commit log per partition (`_meta/`), queried with DataFusion
-/// by `logferry sql`.
+/// and partition, a commit log per partition (`_meta/`), queried with
+/// DataFusion by `logferry sql`.
 #[derive(Debug, Clone)]
 pub struct LocalWarehouse {
     store: Location,
-    export: Location,
+    export: Arc<dyn ExportStore>,
     meta: Ledger,
+    partitioning: Partitioning,
 }
 
-fn partition_key(table: &str, w: Window) -> String {
-    format!("tables/{table}/{}", w.partition())
-}
-
-fn read_footer(bytes: Bytes) -> Result<ParquetRecordBatchReaderBuilder<Bytes>> {
-    Ok(ParquetRecordBatchReaderBuilder::try_new(bytes)?)
+fn partition_key(table: &str, p: &PartitionId) -> String {
+    format!("tables/{table}/{}", p.key())
 }
 
 impl LocalWarehouse {
-    /// A warehouse at `store` that loads from the export store `export`.
-    pub fn new(store: Location, export: Location) -> Self {
+    /// A warehouse at `store` that loads from `export`.
+    pub fn new(store: Location, export: Arc<dyn ExportStore>, partitioning: Partitioning) -> Self {
         let meta = Ledger::new(store.store.clone(), "_meta");
         LocalWarehouse {
             store,
             export,
             meta,
+            partitioning,
         }
     }
 
@@ -114,7 +225,7 @@ impl LocalWarehouse {
         &self.store
     }
 
-    /// Committed partitions of `table` (or every table), by ledger key.
+    /// Committed partitions of `table` (or every table).
     pub async fn partitions(&self, table: Option<&str>) -> Result<Vec<PartitionCommit>> {
         let prefix = match table {
             Some(t) => format!("tables/{t}"),
@@ -129,19 +240,11 @@ impl LocalWarehouse {
             .collect())
     }
 
-    /// Objects of the committed partitions of a table.
-    pub async fn files(&self, table: &str) -> Result<Vec<String>> {
-        Ok(self
-            .partitions(Some(table))
-            .await?
-            .into_iter()
-            .flat_map(|p| p.files)
-            .collect())
-    }
-
-    async fn get(store: &dyn ObjectStore, path: &str) -> Result<Bytes> {
+    async fn read(&self, path: &str) -> Result<Bytes> {
         let p = Path::from(path);
-        Ok(store
+        Ok(self
+            .store
+            .store
             .get(&p)
             .await
             .map_err(|e| logferry_core::Error::storage(path, e))?
@@ -153,7 +256,8 @@ impl LocalWarehouse {
 
 fn same_columns(a: &SchemaRef, b: &SchemaRef) -> bool {
     a.fields().len() == b.fields().len()
-        && a.fields()
+        && a
+            .fields()
             .iter()
             .zip(b.fields())
             .all(|(x, y)| x.name() == y.name() && x.data_type() == y.data_type())
@@ -161,60 +265,75 @@ fn same_columns(a: &SchemaRef, b: &SchemaRef) -> bool {
 
 #[async_trait]
 impl Warehouse for LocalWarehouse {
+    fn partitioning(&self) -> Partitioning {
+        self.partitioning
+    }
+
     async fn load(&self, job: &LoadJob) -> Result<LoadResult> {
-        let key = partition_key(&job.table, job.window);
+        let key = partition_key(&job.table, &job.partition);
         let prev = self.meta.latest::<PartitionCommit>(&key).await?;
-        if let Some(p) = &prev
-            && p.value.job_id == job.job_id
+        if let Some(done) = prev
+            .as_ref()
+            .and_then(|p| p.value.loads.iter().find(|l| l.job_id == job.job_id))
         {
             return Ok(LoadResult {
                 job_id: job.job_id.clone(),
-                rows: p.value.rows,
+                rows: done.rows,
                 already_done: true,
             });
         }
+        let failed = |message: String| Error::LoadFailed {
+            job_id: job.job_id.clone(),
+            message,
+        };
         let mut files = Vec::new();
         let mut rows = 0u64;
-        for (i, uri) in job.uris.iter().enumerate() {
-            let bytes = Self::get(self.export.store.as_ref(), uri)
+        for (i, path) in job.files.iter().enumerate() {
+            let bytes = self
+                .export
+                .get(path)
                 .await
-                .map_err(|e| Error::LoadFailed {
-                    job_id: job.job_id.clone(),
-                    message: format!("cannot read {uri}: {e}"),
-                })?;
-            let footer = read_footer(bytes.clone()).map_err(|e| Error::LoadFailed {
-                job_id: job.job_id.clone(),
-                message: format!("{uri} is not Parquet: {e}"),
-            })?;
+                .map_err(|e| failed(format!("cannot read {path}: {e}")))?;
+            let footer = ParquetRecordBatchReaderBuilder::try_new(bytes.clone())
+                .map_err(|e| failed(format!("{path} is not Parquet: {e}")))?;
             if !same_columns(footer.schema(), &job.schema) {
-                return Err(Error::LoadFailed {
-                    job_id: job.job_id.clone(),
-                    message: format!("{uri} does not match the schema of table {}", job.table),
-                });
+                return Err(failed(format!(
+                    "{path} does not match the schema of table {}",
+                    job.table
+                )));
             }
             rows += footer.metadata().file_metadata().num_rows().max(0) as u64;
-            let path = format!(
+            let dest = format!(
                 "{}/{}/{}-{i:05}.parquet",
                 job.table,
-                job.window.partition(),
+                job.partition.key(),
                 job.job_id
             );
-            put_create(self.store.store.as_ref(), &Path::from(path.as_str()), bytes).await?;
-            files.push(path);
+            put_create(self.store.store.as_ref(), &Path::from(dest.as_str()), bytes).await?;
+            files.push(dest);
         }
-        let commit = PartitionCommit {
-            table: job.table.clone(),
-            window: job.window.to_string(),
+        let load = LocalLoad {
             job_id: job.job_id.clone(),
             files,
             rows,
+        };
+        let mut loads = match (job.mode, &prev) {
+            (WriteMode::Append, Some(p)) => p.value.loads.clone(),
+            _ => Vec::new(),
+        };
+        loads.push(load);
+        let commit = PartitionCommit {
+            table: job.table.clone(),
+            partition: job.partition,
+            loads,
             loaded_at: Utc::now(),
         };
         self.meta
             .commit(&key, prev.as_ref().map(|p| p.version), &commit)
             .await?;
         if let Some(p) = prev {
-            for f in p.value.files.iter().filter(|f| !commit.files.contains(f)) {
+            let keep: std::collections::HashSet<&String> = commit.files().collect();
+            for f in p.value.files().filter(|f| !keep.contains(f)) {
                 delete_if_exists(self.store.store.as_ref(), &Path::from(f.as_str())).await?;
             }
         }
@@ -231,23 +350,37 @@ impl Warehouse for LocalWarehouse {
         window: Option<Window>,
     ) -> Result<BTreeMap<String, u64>> {
         let mut out = BTreeMap::new();
+        let range = window.map(|w| (w.start().timestamp_micros(), w.end().timestamp_micros()));
         for p in self.partitions(Some(table)).await? {
-            if window.is_some_and(|w| w.to_string() != p.window) {
+            if window.is_some_and(|w| !p.partition.contains(w)) {
                 continue;
             }
-            for f in &p.files {
-                let bytes = Self::get(self.store.store.as_ref(), f).await?;
-                let b = read_footer(bytes)?;
-                let Some(idx) = b.schema().index_of("tenant_id").ok() else {
-                    return Err(Error::Arrow(arrow::error::ArrowError::SchemaError(
-                        format!("{f} has no tenant_id column"),
-                    )));
+            for f in p.files() {
+                let b = ParquetRecordBatchReaderBuilder::try_new(self.read(f).await?)?;
+                let schema = b.schema().clone();
+                let (Ok(t_idx), Some(ts_name)) = (schema.index_of("tenant_id"), time_column(&schema))
+                else {
+                    return Err(Error::Arrow(arrow::error::ArrowError::SchemaError(format!(
+                        "{f} has no tenant_id or timestamp column"
+                    ))));
                 };
-                let mask = ProjectionMask::roots(b.parquet_schema(), [idx]);
+                let ts_idx = schema.index_of(&ts_name)?;
+                let mask = ProjectionMask::roots(b.parquet_schema(), [t_idx, ts_idx]);
                 for batch in b.with_projection(mask).build()? {
                     let batch = batch?;
-                    for v in batch.column(0).as_string::<i32>().iter() {
-                        *out.entry(v.unwrap_or("").to_string()).or_default() += 1;
+                    let s = batch.schema();
+                    let tenants = batch.column(s.index_of("tenant_id")?).as_string::<i32>().clone();
+                    let ts = batch
+                        .column(s.index_of(&ts_name)?)
+                        .as_primitive::<TimestampMicrosecondType>()
+                        .clone();
+                    for i in 0..batch.num_rows() {
+                        if let Some((lo, hi)) = range
+                            && (ts.is_null(i) || ts.value(i) < lo || ts.value(i) >= hi)
+                        {
+                            continue;
+                        }
+                        *out.entry(tenants.value(i).to_string()).or_default() += 1;
                     }
                 }
             }
@@ -256,14 +389,20 @@ impl Warehouse for LocalWarehouse {
     }
 }
 
-/// The warehouse named by the configuration.
-pub fn open(
-    settings: &logferry_core::config::Settings,
-    export: Location,
-) -> Result<Arc<LocalWarehouse>> {
-    match &settings.warehouse {
-        logferry_core::config::WarehouseSettings::Local { url } => {
-            Ok(Arc::new(LocalWarehouse::new(Location::open(url)?, export)))
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_of_windows() {
+        let w = Window::parse("2026-11-25T13").unwrap();
+        let h = PartitionId::of(w, Partitioning::Hour);
+        assert_eq!((h.decorator(), h.key()), ("2026112513".into(), "hour=2026-11-25T13".into()));
+        let d = PartitionId::of(w, Partitioning::Day);
+        assert_eq!((d.decorator(), d.key()), ("20261125".into(), "day=2026-11-25".into()));
+        assert!(d.contains(Window::parse("2026-11-25T00").unwrap()));
+        assert!(d.contains(Window::parse("2026-11-25T23").unwrap()));
+        assert!(!d.contains(Window::parse("2026-11-26T00").unwrap()));
+        assert_eq!(d.end().to_rfc3339(), "2026-11-26T00:00:00+00:00");
     }
 }

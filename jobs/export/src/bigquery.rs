@@ -1,0 +1,683 @@
+//! BigQuery as the warehouse: tables from `schemas/` (partitioned on event
+//! time, clustered by tenant and service), one load job per window or day and
+//! table from the `gs://` export store, never streaming inserts.
+//!
+//! Job ids are deterministic. Before submitting, the warehouse asks for the
+//! job: one that exists was submitted by an earlier run (that may have died
+//! while it ran), and is waited on instead of started again. A submit that
+//! still answers 409 "duplicate" (two runners racing) is treated the same way.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+use gcp_bigquery_client::Client;
+use gcp_bigquery_client::auth::Authenticator;
+use gcp_bigquery_client::client_builder::ClientBuilder;
+use gcp_bigquery_client::error::BQError;
+use gcp_bigquery_client::model::clustering::Clustering;
+use gcp_bigquery_client::model::dataset::Dataset;
+use gcp_bigquery_client::model::field_type::FieldType;
+use gcp_bigquery_client::model::job::Job;
+use gcp_bigquery_client::model::job_configuration::JobConfiguration;
+use gcp_bigquery_client::model::job_configuration_load::JobConfigurationLoad;
+use gcp_bigquery_client::model::job_reference::JobReference;
+use gcp_bigquery_client::model::query_request::QueryRequest;
+use gcp_bigquery_client::model::table::Table;
+use gcp_bigquery_client::model::table_field_schema::TableFieldSchema;
+use gcp_bigquery_client::model::table_reference::TableReference;
+use gcp_bigquery_client::model::table_schema::TableSchema;
+use gcp_bigquery_client::model::time_partitioning::TimePartitioning;
+use tokio::sync::Mutex;
+
+use logferry_core::config::{BigQuerySettings, Partitioning};
+use logferry_core::partition::Window;
+use logferry_core::schema::{BqField, LOG_RECORD_JSON, LOG_RECORDS_TABLE, arrow_to_bq, parse_bq_schema};
+
+use crate::error::{Error, Result};
+use crate::store::ExportStore;
+use crate::warehouse::{LoadJob, LoadResult, PartitionId, Warehouse, WriteMode, time_column};
+
+/// Returns a fixed token: for emulators, which want no OAuth flow.
+#[derive(Clone)]
+struct FixedToken;
+
+#[async_trait]
+impl Authenticator for FixedToken {
+    async fn access_token(&self) -> std::result::Result<String, BQError> {
+        Ok("emulator".into())
+    }
+}
+
+/// HTTP status of a BigQuery error, when it has one.
+pub fn bq_status(e: &BQError) -> Option<i64> {
+    match e {
+        BQError::ResponseError { error } => Some(error.error.code),
+        BQError::RequestError(r) => r.status().map(|s| i64::from(s.as_u16())),
+        _ => None,
+    }
+}
+
+fn retryable(e: &BQError) -> bool {
+    match bq_status(e) {
+        Some(s) => s == 429 || s >= 500,
+        None => matches!(e, BQError::RequestError(_)),
+    }
+}
+
+fn bq_err(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::BigQuery {
+        what: what.to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// The load job request of a [`LoadJob`]: the destination carries the
+/// partition decorator when the partition is replaced.
+pub fn load_request(
+    settings: &BigQuerySettings,
+    job: &LoadJob,
+    uris: Vec<String>,
+) -> Job {
+    let (table_id, disposition) = match job.mode {
+        WriteMode::Replace => (
+            format!("{}${}", job.table, job.partition.decorator()),
+            "WRITE_TRUNCATE",
+        ),
+        WriteMode::Append => (job.table.clone(), "WRITE_APPEND"),
+    };
+    Job {
+        job_reference: Some(JobReference {
+            job_id: Some(job.job_id.clone()),
+            project_id: Some(settings.project.clone()),
+            location: Some(settings.location.clone()).filter(|l| !l.is_empty()),
+        }),
+        configuration: Some(JobConfiguration {
+            load: Some(JobConfigurationLoad {
+                source_uris: Some(uris),
+                source_format: Some("PARQUET".into()),
+                destination_table: Some(TableReference::new(
+                    &settings.project,
+                    &settings.dataset,
+                    &table_id,
+                )),
+                write_disposition: Some(disposition.into()),
+                create_disposition: Some("CREATE_NEVER".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// BigQuery load jobs from the export bucket.
+pub struct BigQueryWarehouse {
+    client: Client,
+    settings: BigQuerySettings,
+    partitioning: Partitioning,
+    export: Arc<dyn ExportStore>,
+    ensured: Mutex<HashSet<String>>,
+}
+
+impl std::fmt::Debug for BigQueryWarehouse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BigQueryWarehouse")
+            .field("project", &self.settings.project)
+            .field("dataset", &self.settings.dataset)
+            .field("endpoint", &self.settings.endpoint)
+            .finish()
+    }
+}
+
+fn field_type(t: &str) -> Result<FieldType> {
+    Ok(match t {
+        "STRING" => FieldType::String,
+        "BYTES" => FieldType::Bytes,
+        "INTEGER" | "INT64" => FieldType::Int64,
+        "FLOAT" | "FLOAT64" => FieldType::Float64,
+        "BOOLEAN" | "BOOL" => FieldType::Bool,
+        "TIMESTAMP" => FieldType::Timestamp,
+        "DATE" => FieldType::Date,
+        "JSON" => FieldType::Json,
+        other => return Err(Error::Config(format!("BigQuery type {other} is not supported"))),
+    })
+}
+
+fn table_schema(fields: &[BqField]) -> Result<TableSchema> {
+    let mut out = Vec::new();
+    for f in fields {
+        let mut s = TableFieldSchema::new(&f.name, field_type(&f.field_type)?);
+        s.mode = Some(f.mode.clone());
+        if !f.description.is_empty() {
+            s.description = Some(f.description.clone());
+        }
+        out.push(s);
+    }
+    Ok(TableSchema::new(out))
+}
+
+fn timestamp_literal(t: chrono::DateTime<chrono::Utc>) -> String {
+    format!("TIMESTAMP '{}'", t.format("%Y-%m-%d %H:%M:%S%.6f+00"))
+}
+
+impl BigQueryWarehouse {
+    /// A client for the configured endpoint and credentials.
+    pub async fn open(
+        settings: &BigQuerySettings,
+        partitioning: Partitioning,
+        export: Arc<dyn ExportStore>,
+    ) -> Result<Self> {
+        let mut b = ClientBuilder::new();
+        b.with_v2_base_url(settings.endpoint.clone());
+        let client = if !settings.authenticate {
+            b.build_from_authenticator(Arc::new(FixedToken)).await
+        } else if let Some(key) = &settings.credentials {
+            b.build_from_service_account_key_file(&key.display().to_string())
+                .await
+        } else {
+            b.build_from_application_default_credentials().await
+        }
+        .map_err(|e| Error::Config(format!("BigQuery credentials: {e}")))?;
+        Ok(BigQueryWarehouse {
+            client,
+            settings: settings.clone(),
+            partitioning,
+            export,
+            ensured: Mutex::new(HashSet::new()),
+        })
+    }
+
+    fn location(&self) -> Option<&str> {
+        Some(self.settings.location.as_str()).filter(|l| !l.is_empty())
+    }
+
+    async fn retry<T, F, Fut>(&self, what: &str, mut f: F) -> std::result::Result<T, BQError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, BQError>>,
+    {
+        let mut attempt = 1;
+        loop {
+            match f().await {
+                Err(e) if attempt < 5 && retryable(&e) => {
+                    tracing::warn!(attempt, error = %e, "Retrying BigQuery {what}.");
+                    tokio::time::sleep(crate::store::backoff(attempt)).await;
+                    attempt += 1;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// Creates the dataset and the table if absent (once per process).
+    async fn ensure_table(&self, table: &str, schema: &SchemaRef) -> Result<()> {
+        let mut ensured = self.ensured.lock().await;
+        if ensured.contains(table) {
+            return Ok(());
+        }
+        let s = &self.settings;
+        if ensured.is_empty() {
+            let mut ds = Dataset::new(&s.project, &s.dataset);
+            if let Some(l) = self.location() {
+                ds = ds.location(l);
+            }
+            match self.retry("dataset create", || self.client.dataset().create(ds.clone())).await {
+                Ok(_) => tracing::info!(dataset = %s.dataset, "Created dataset."),
+                Err(e) if bq_status(&e) == Some(409) => {}
+                Err(e) => return Err(bq_err("dataset create", e)),
+            }
+        }
+        // The records table keeps its documented schema; rollups take theirs
+        // from their Parquet.
+        let fields = if table == LOG_RECORDS_TABLE {
+            parse_bq_schema(LOG_RECORD_JSON)?
+        } else {
+            arrow_to_bq(schema)?
+        };
+        let time = time_column(schema).ok_or_else(|| {
+            Error::Config(format!("table {table} has no timestamp column to partition on"))
+        })?;
+        let mut tp = match self.partitioning {
+            Partitioning::Hour => TimePartitioning::per_hour(),
+            Partitioning::Day => TimePartitioning::per_day(),
+        }
+        .field(&time);
+        if let Some(e) = s.partition_expiration {
+            tp = tp.expiration_ms(e);
+        }
+        let cluster: Vec<String> = ["tenant_id", "service"]
+            .iter()
+            .filter(|c| schema.field_with_name(c).is_ok())
+            .map(|c| c.to_string())
+            .collect();
+        let t = Table::new(&s.project, &s.dataset, table, table_schema(&fields)?)
+            .time_partitioning(tp)
+            .clustering(Clustering {
+                fields: Some(cluster),
+            });
+        match self.retry("table create", || self.client.table().create(t.clone())).await {
+            Ok(_) => tracing::info!(table, "Created table."),
+            Err(e) if bq_status(&e) == Some(409) => {
+                // Exists: its columns must be the ones we load.
+                let existing = self
+                    .retry("table get", || {
+                        self.client.table().get(&s.project, &s.dataset, table, None)
+                    })
+                    .await
+                    .map_err(|e| bq_err("table get", e))?;
+                let have: Vec<String> = existing
+                    .schema
+                    .fields
+                    .as_ref()
+                    .map(|f| f.iter().map(|x| x.name.clone()).collect())
+                    .unwrap_or_default();
+                let want: Vec<String> = fields.iter().map(|f| f.name.clone()).collect();
+                if have != want {
+                    return Err(Error::Config(format!(
+                        "table {}.{table} has columns {have:?}, logferry loads {want:?}: \
+                         schema drift, fix the table or the schema before loading",
+                        s.dataset
+                    )));
+                }
+            }
+            Err(e) => return Err(bq_err("table create", e)),
+        }
+        ensured.insert(table.to_string());
+        Ok(())
+    }
+
+    /// Waits for a job to finish; a failed job is an error with its id and
+    /// BigQuery's messages.
+    async fn wait(&self, job_id: &str) -> Result<Job> {
+        let s = &self.settings;
+        let start = Instant::now();
+        let mut interval = s.poll_initial;
+        loop {
+            let j = self
+                .retry("job get", || {
+                    self.client.job().get_job(&s.project, job_id, self.location())
+                })
+                .await
+                .map_err(|e| bq_err("job get", e))?;
+            let status = j.status.clone().unwrap_or_default();
+            if status.state.as_deref() == Some("DONE") {
+                if let Some(err) = status.error_result {
+                    let mut msgs: Vec<String> = status
+                        .errors
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|e| {
+                            format!(
+                                "{}: {}{}",
+                                e.reason.clone().unwrap_or_default(),
+                                e.message.clone().unwrap_or_default(),
+                                e.location.as_ref().map(|l| format!(" ({l})")).unwrap_or_default()
+                            )
+                        })
+                        .collect();
+                    if msgs.is_empty() {
+                        msgs.push(format!(
+                            "{}: {}",
+                            err.reason.unwrap_or_default(),
+                            err.message.unwrap_or_default()
+                        ));
+                    }
+                    return Err(Error::LoadFailed {
+                        job_id: job_id.to_string(),
+                        message: msgs.join("; "),
+                    });
+                }
+                return Ok(j);
+            }
+            if start.elapsed() > s.job_timeout {
+                return Err(Error::LoadFailed {
+                    job_id: job_id.to_string(),
+                    message: format!(
+                        "still {} after {:?}; the next run waits on it again",
+                        status.state.unwrap_or_default(),
+                        s.job_timeout
+                    ),
+                });
+            }
+            tokio::time::sleep(interval).await;
+            interval = (interval * 2).min(s.poll_max);
+        }
+    }
+
+    /// Submits a job unless a job with its id exists; returns whether it
+    /// already existed.
+    async fn submit(&self, job: Job, job_id: &str) -> Result<bool> {
+        let s = &self.settings;
+        match self.client.job().get_job(&s.project, job_id, self.location()).await {
+            Ok(_) => {
+                tracing::info!(job_id, "Load job exists already: waiting on it.");
+                return Ok(true);
+            }
+            Err(e) if bq_status(&e) == Some(404) => {}
+            Err(e) => return Err(bq_err("job get", e)),
+        }
+        match self.retry("job insert", || self.client.job().insert(&s.project, job.clone())).await {
+            Ok(_) => Ok(false),
+            Err(e) if bq_status(&e) == Some(409) => {
+                tracing::info!(job_id, "Load job id is a duplicate: waiting on the existing job.");
+                Ok(true)
+            }
+            Err(e) => Err(Error::LoadFailed {
+                job_id: job_id.to_string(),
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    /// Runs a query and returns its rows as strings.
+    pub async fn query(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>> {
+        let s = &self.settings;
+        let mut req = QueryRequest::new(sql.to_string());
+        req.location = self.location().map(str::to_string);
+        req.timeout_ms = Some(60_000);
+        let resp = self
+            .retry("query", || self.client.job().query(&s.project, req.clone()))
+            .await
+            .map_err(|e| bq_err("query", e))?;
+        if let Some(errs) = resp.errors.as_ref().filter(|e| !e.is_empty()) {
+            return Err(bq_err(
+                "query",
+                errs.iter()
+                    .map(|e| e.message.clone().unwrap_or_default())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ));
+        }
+        if resp.job_complete == Some(false) || resp.page_token.is_some() {
+            return Err(bq_err(
+                "query",
+                "the result did not come back in one page within 60 s",
+            ));
+        }
+        Ok(resp
+            .rows
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| {
+                r.columns
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|c| match c.value {
+                        None | Some(serde_json::Value::Null) => None,
+                        Some(serde_json::Value::String(s)) => Some(s),
+                        Some(v) => Some(v.to_string()),
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+
+    fn table_ref(&self, table: &str) -> String {
+        format!("`{}.{}.{table}`", self.settings.project, self.settings.dataset)
+    }
+
+    /// Rows of `table` whose time column lies in `[start, end)`.
+    async fn count_range(
+        &self,
+        table: &str,
+        column: &str,
+        start: chrono::DateTime<chrono::Utc>,
+        end: chrono::DateTime<chrono::Utc>,
+    ) -> Result<u64> {
+        let rows = self
+            .query(&format!(
+                "SELECT COUNT(*) FROM {} WHERE `{column}` >= {} AND `{column}` < {}",
+                self.table_ref(table),
+                timestamp_literal(start),
+                timestamp_literal(end)
+            ))
+            .await?;
+        rows.first()
+            .and_then(|r| r.first().cloned().flatten())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| bq_err("count", "no count in the result"))
+    }
+}
+
+impl BigQueryWarehouse {
+    /// Reads a whole table into one Arrow batch of `schema` (for
+    /// `logferry sql`; meant for small tables: the result must come back in
+    /// one page).
+    pub async fn read_table(&self, table: &str, schema: &SchemaRef) -> Result<arrow::record_batch::RecordBatch> {
+        use arrow::array::{ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder};
+        use arrow::datatypes::DataType;
+        let cols: Vec<String> = schema
+            .fields()
+            .iter()
+            .map(|f| match f.data_type() {
+                DataType::Timestamp(_, _) => format!("UNIX_MICROS(`{0}`) AS `{0}`", f.name()),
+                _ => format!("`{}`", f.name()),
+            })
+            .collect();
+        let rows = match self
+            .query(&format!("SELECT {} FROM {}", cols.join(", "), self.table_ref(table)))
+            .await
+        {
+            Ok(r) => r,
+            Err(Error::BigQuery { message, .. })
+                if message.contains("Not found") || message.contains("not found") =>
+            {
+                Vec::new()
+            }
+            Err(e) => return Err(e),
+        };
+        let bad = |col: &str, v: &str| bq_err("read", format!("column {col}: cannot read {v:?}"));
+        let mut arrays: Vec<ArrayRef> = Vec::new();
+        for (i, f) in schema.fields().iter().enumerate() {
+            let values = rows.iter().map(|r| r.get(i).cloned().flatten());
+            let a: ArrayRef = match f.data_type() {
+                DataType::Utf8 => {
+                    let mut b = StringBuilder::new();
+                    values.for_each(|v| b.append_option(v));
+                    Arc::new(b.finish())
+                }
+                DataType::Int64 => {
+                    let mut b = Int64Builder::new();
+                    for v in values {
+                        b.append_option(match v {
+                            Some(s) => Some(s.parse().map_err(|_| bad(f.name(), &s))?),
+                            None => None,
+                        });
+                    }
+                    Arc::new(b.finish())
+                }
+                DataType::Float64 => {
+                    let mut b = Float64Builder::new();
+                    for v in values {
+                        b.append_option(match v {
+                            Some(s) => Some(s.parse().map_err(|_| bad(f.name(), &s))?),
+                            None => None,
+                        });
+                    }
+                    Arc::new(b.finish())
+                }
+                DataType::Boolean => {
+                    let mut b = BooleanBuilder::new();
+                    values.for_each(|v| b.append_option(v.map(|s| s == "true")));
+                    Arc::new(b.finish())
+                }
+                DataType::Timestamp(_, tz) => {
+                    let mut b = TimestampMicrosecondBuilder::new().with_timezone_opt(tz.clone());
+                    for v in values {
+                        b.append_option(match v {
+                            Some(s) => Some(s.parse::<i64>().map_err(|_| bad(f.name(), &s))?),
+                            None => None,
+                        });
+                    }
+                    Arc::new(b.finish())
+                }
+                other => return Err(bq_err("read", format!("column type {other} is not supported"))),
+            };
+            arrays.push(a);
+        }
+        let nullable = Arc::new(arrow::datatypes::Schema::new(
+            schema
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .collect::<Vec<_>>(),
+        ));
+        Ok(arrow::record_batch::RecordBatch::try_new(nullable, arrays)?)
+    }
+}
+
+#[async_trait]
+impl Warehouse for BigQueryWarehouse {
+    fn partitioning(&self) -> Partitioning {
+        self.partitioning
+    }
+
+    async fn load(&self, job: &LoadJob) -> Result<LoadResult> {
+        self.ensure_table(&job.table, &job.schema).await?;
+        let column = job
+            .time_column()
+            .ok_or_else(|| Error::Config(format!("table {} has no timestamp column", job.table)))?;
+        if job.files.is_empty() {
+            // A load job needs a source: empty a replaced partition directly.
+            if job.mode == WriteMode::Replace {
+                let p: &PartitionId = &job.partition;
+                self.query(&format!(
+                    "DELETE FROM {} WHERE `{column}` >= {} AND `{column}` < {}",
+                    self.table_ref(&job.table),
+                    timestamp_literal(p.start),
+                    timestamp_literal(p.end())
+                ))
+                .await?;
+            }
+            return Ok(LoadResult {
+                job_id: job.job_id.clone(),
+                rows: 0,
+                already_done: false,
+            });
+        }
+        if job.files.len() > 10_000 {
+            return Err(Error::LoadFailed {
+                job_id: job.job_id.clone(),
+                message: format!(
+                    "{} source URIs: a load job takes at most 10,000",
+                    job.files.len()
+                ),
+            });
+        }
+        let uris = job.files.iter().map(|f| self.export.uri(f)).collect();
+        let request = load_request(&self.settings, job, uris);
+        let existed = self.submit(request, &job.job_id).await?;
+        self.wait(&job.job_id).await?;
+        if self.settings.verify_loads {
+            let (start, end) = match (job.mode, job.window) {
+                (WriteMode::Append, Some(w)) => (w.start(), w.end()),
+                _ => (job.partition.start, job.partition.end()),
+            };
+            let found = self.count_range(&job.table, &column, start, end).await?;
+            if found != job.rows {
+                return Err(Error::RowMismatch {
+                    table: job.table.clone(),
+                    partition: job.window.map(|w| w.to_string()).unwrap_or_else(|| job.partition.key()),
+                    found,
+                    expected: job.rows,
+                });
+            }
+        }
+        Ok(LoadResult {
+            job_id: job.job_id.clone(),
+            rows: job.rows,
+            already_done: existed,
+        })
+    }
+
+    async fn count_by_tenant(
+        &self,
+        table: &str,
+        window: Option<Window>,
+    ) -> Result<BTreeMap<String, u64>> {
+        let filter = match window {
+            Some(w) => format!(
+                " WHERE `timestamp` >= {} AND `timestamp` < {}",
+                timestamp_literal(w.start()),
+                timestamp_literal(w.end())
+            ),
+            None => String::new(),
+        };
+        let sql = format!(
+            "SELECT tenant_id, COUNT(*) FROM {}{filter} GROUP BY tenant_id",
+            self.table_ref(table)
+        );
+        let rows = match self.query(&sql).await {
+            Ok(r) => r,
+            // No table yet: nothing loaded.
+            Err(Error::BigQuery { message, .. })
+                if message.contains("Not found") || message.contains("not found") =>
+            {
+                return Ok(BTreeMap::new());
+            }
+            Err(e) => return Err(e),
+        };
+        let mut out = BTreeMap::new();
+        for r in rows {
+            if let (Some(Some(t)), Some(Some(n))) = (r.first(), r.get(1)) {
+                out.insert(t.clone(), n.parse().unwrap_or(0));
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use logferry_core::schema::log_record_schema;
+    use std::time::Duration;
+
+    fn settings() -> BigQuerySettings {
+        BigQuerySettings {
+            project: "p".into(),
+            dataset: "d".into(),
+            location: "US".into(),
+            endpoint: "http://x".into(),
+            authenticate: false,
+            credentials: None,
+            partition_expiration: None,
+            poll_initial: Duration::from_millis(1),
+            poll_max: Duration::from_millis(2),
+            job_timeout: Duration::from_secs(1),
+            verify_loads: true,
+        }
+    }
+
+    #[test]
+    fn replace_loads_into_the_partition_decorator() {
+        let w = Window::parse("2026-11-25T10").unwrap();
+        let mut job = LoadJob {
+            job_id: "j1".into(),
+            table: "log_records".into(),
+            partition: PartitionId::of(w, Partitioning::Day),
+            mode: WriteMode::Replace,
+            files: vec!["a".into()],
+            schema: log_record_schema(),
+            rows: 1,
+            window: None,
+        };
+        let v = serde_json::to_value(load_request(&settings(), &job, vec!["gs://b/a".into()])).unwrap();
+        let load = &v["configuration"]["load"];
+        assert_eq!(load["destinationTable"]["tableId"], "log_records$20261125");
+        assert_eq!(load["writeDisposition"], "WRITE_TRUNCATE");
+        assert_eq!(load["sourceFormat"], "PARQUET");
+        assert_eq!(load["sourceUris"][0], "gs://b/a");
+        assert_eq!(v["jobReference"]["jobId"], "j1");
+        job.partition = PartitionId::of(w, Partitioning::Hour);
+        let v = serde_json::to_value(load_request(&settings(), &job, vec![])).unwrap();
+        assert_eq!(v["configuration"]["load"]["destinationTable"]["tableId"], "log_records$2026112510");
+        job.mode = WriteMode::Append;
+        let v = serde_json::to_value(load_request(&settings(), &job, vec![])).unwrap();
+        assert_eq!(v["configuration"]["load"]["destinationTable"]["tableId"], "log_records");
+        assert_eq!(v["configuration"]["load"]["writeDisposition"], "WRITE_APPEND");
+    }
+}
