@@ -23,7 +23,7 @@ async fn labelled_workload_lands_exactly_as_labelled() {
     assert!(
         run.windows
             .iter()
-            .all(|w| w.aggregate == "done" && w.export == "done")
+            .all(|w| w.aggregate == "done" && w.export == "loaded")
     );
 
     // Every kind the pipeline must handle was generated.
