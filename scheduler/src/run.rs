@@ -70,7 +70,9 @@ impl RunReport {
     pub fn worked(&self) -> usize {
         self.windows
             .iter()
-            .filter(|w| w.aggregate == "done" || !matches!(w.export.as_str(), "up_to_date" | "skipped"))
+            .filter(|w| {
+                w.aggregate == "done" || !matches!(w.export.as_str(), "up_to_date" | "skipped")
+            })
             .count()
             + self.seals.len()
     }
@@ -121,8 +123,8 @@ pub fn clock(ctx: &Ctx) -> DateTime<Utc> {
 
 /// True when a day partition is past its lateness allowance.
 pub fn seal_due(ctx: &Ctx, day: &PartitionId, force: bool) -> bool {
-    let allowance = chrono::Duration::from_std(ctx.settings.seal_after)
-        .unwrap_or(chrono::Duration::hours(2));
+    let allowance =
+        chrono::Duration::from_std(ctx.settings.seal_after).unwrap_or(chrono::Duration::hours(2));
     force || clock(ctx) >= day.end() + allowance
 }
 
@@ -296,7 +298,11 @@ pub fn print(report: &RunReport) {
             "sealed day {}: {} windows, {rows} records, jobs {}",
             s.day,
             s.windows.len(),
-            s.tables.iter().map(|t| t.job_id.as_str()).collect::<Vec<_>>().join(", ")
+            s.tables
+                .iter()
+                .map(|t| t.job_id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     let done = report.worked() - report.seals.len();

@@ -46,7 +46,10 @@ pub async fn session_for(
             let mut by_table: std::collections::BTreeMap<String, Vec<String>> = Default::default();
             for p in wh.partitions(None).await? {
                 if window.is_none_or(|w| p.partition.contains(w)) {
-                    by_table.entry(p.table.clone()).or_default().extend(p.files().cloned());
+                    by_table
+                        .entry(p.table.clone())
+                        .or_default()
+                        .extend(p.files().cloned());
                 }
             }
             let records = by_table.remove(LOG_RECORDS_TABLE).unwrap_or_default();
@@ -68,7 +71,8 @@ pub async fn session_for(
         WarehouseHandle::BigQuery(bq) => {
             let wanted = query.is_none_or(|q| q.to_ascii_lowercase().contains("warehouse"));
             let batch = if wanted {
-                bq.read_table(LOG_RECORDS_TABLE, &log_record_schema()).await?
+                bq.read_table(LOG_RECORDS_TABLE, &log_record_schema())
+                    .await?
             } else {
                 RecordBatch::new_empty(log_record_schema())
             };

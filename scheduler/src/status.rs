@@ -127,9 +127,9 @@ pub async fn status(ctx: &Ctx) -> Result<Vec<WindowStatus>> {
             curated_rows: run.map_or(0, |r| r.curated.iter().map(|f| f.rows).sum()),
             export: export.into(),
             rows_loaded: match export {
-                "loaded" | "appended" | "sealed" => {
-                    exp.map_or(0, |e| e.exported_rows(logferry_core::schema::LOG_RECORDS_TABLE))
-                }
+                "loaded" | "appended" | "sealed" => exp.map_or(0, |e| {
+                    e.exported_rows(logferry_core::schema::LOG_RECORDS_TABLE)
+                }),
                 _ => 0,
             },
             load_jobs: exp

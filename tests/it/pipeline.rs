@@ -298,8 +298,8 @@ async fn rerunning_every_stage_is_idempotent() {
             ..Default::default()
         },
     )
-        .await
-        .unwrap();
+    .await
+    .unwrap();
     assert_eq!(r.windows[0].aggregate, "up_to_date");
     assert_eq!(r.windows[0].export, "up_to_date");
 }

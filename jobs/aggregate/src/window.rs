@@ -25,7 +25,7 @@ use logferry_core::partition::{
 };
 use logferry_core::schema::{dead_letter_schema, log_record_schema};
 use logferry_core::storage::{
-    Location, delete_if_exists, encode_parquet, list_all, put_create, writer_properties,
+    Location, delete_if_exists, encode_parquet, list_all, parquet_footer_rows, writer_properties,
 };
 
 use crate::engine::{self, EngineOutput};
@@ -184,6 +184,21 @@ impl Aggregator {
             parquet_table("lake", log_record_schema(), None, &files)?,
         )?;
         let out = engine::run(&ctx, &self.program).await?;
+        // The engine must have read every row the landing objects hold: a
+        // store or reader fault that made a file look empty would otherwise
+        // commit a window with records silently missing.
+        let mut landed = 0u64;
+        for i in &inputs {
+            landed +=
+                parquet_footer_rows(&self.lake.store, &Path::from(i.path.as_str()), i.size).await?;
+        }
+        let read: u64 = out.counts.values().map(|c| c.input).sum();
+        if read != landed {
+            return Err(crate::Error::Internal(format!(
+                "window {w}: the SQL program read {read} rows, the window's {} landing objects hold {landed}",
+                inputs.len()
+            )));
+        }
         let (curated, rollups, dlq) = self.write_outputs(w, &run_id, &out).await?;
 
         let record = AggregateRecord {
@@ -226,7 +241,7 @@ impl Aggregator {
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
         let bytes: Bytes = encode_parquet(schema, batches, &self.props)?;
         let size = bytes.len() as u64;
-        put_create(self.lake.store.as_ref(), &path, bytes).await?;
+        self.lake.put_create(&path, bytes).await?;
         Ok(FileRef {
             path: path.to_string(),
             rows: rows as u64,

@@ -360,11 +360,12 @@ impl Config {
                          gs:// URL, not {export_url:?}"
                     )));
                 }
-                let project = non_empty_or(&b.project, env("BIGQUERY_PROJECT")).ok_or_else(|| {
-                    Error::Config(
-                        "bigquery.project is empty and BIGQUERY_PROJECT is not set".into(),
-                    )
-                })?;
+                let project =
+                    non_empty_or(&b.project, env("BIGQUERY_PROJECT")).ok_or_else(|| {
+                        Error::Config(
+                            "bigquery.project is empty and BIGQUERY_PROJECT is not set".into(),
+                        )
+                    })?;
                 let dataset = non_empty_or(&b.dataset, env("BIGQUERY_DATASET"))
                     .unwrap_or_else(|| "logferry".into());
                 let (endpoint, authenticate) = match non_empty_or(&b.endpoint, None) {
@@ -377,7 +378,10 @@ impl Config {
                 let expiration = if b.partition_expiration.trim().is_empty() {
                     None
                 } else {
-                    Some(parse_duration("bigquery.partition_expiration", &b.partition_expiration)?)
+                    Some(parse_duration(
+                        "bigquery.partition_expiration",
+                        &b.partition_expiration,
+                    )?)
                 };
                 if partitioning == Partitioning::Hour
                     && expiration.is_none_or(|e| e.as_secs() / 3600 >= MAX_PARTITIONS)
@@ -993,37 +997,63 @@ mod tests {
             ("BIGQUERY_PROJECT", "proj"),
             ("STORAGE_EMULATOR_HOST", "http://127.0.0.1:9023"),
         ];
-        let s = load(Some(f), &env).unwrap().validate(Path::new("/d")).unwrap();
+        let s = load(Some(f), &env)
+            .unwrap()
+            .validate(Path::new("/d"))
+            .unwrap();
         match &s.warehouse {
             WarehouseSettings::BigQuery(b) => {
                 assert_eq!(b.endpoint, "http://127.0.0.1:9050/bigquery/v2");
                 assert!(!b.authenticate);
-                assert_eq!((b.project.as_str(), b.dataset.as_str()), ("proj", "logferry"));
+                assert_eq!(
+                    (b.project.as_str(), b.dataset.as_str()),
+                    ("proj", "logferry")
+                );
             }
             other => panic!("{other:?}"),
         }
         assert_eq!(s.gcs.endpoint, "http://127.0.0.1:9023");
         assert!(s.gcs.anonymous);
         // BigQuery needs a gs:// export store and a project.
-        let e = load(Some("[warehouse]\nkind = \"bigquery\"\n"), &[]).unwrap().validate(Path::new("/d"));
+        let e = load(Some("[warehouse]\nkind = \"bigquery\"\n"), &[])
+            .unwrap()
+            .validate(Path::new("/d"));
         assert!(e.unwrap_err().to_string().contains("gs://"));
-        let e = load(Some(f), &[]).unwrap().validate(Path::new("/d")).unwrap_err();
-        assert!(e.to_string().contains("BIGQUERY_PROJECT"), "{e}");
-        // Hourly partitions must expire before BigQuery's 10,000-partition limit.
-        let hourly = f.replace("\"day\"", "\"hour\"");
-        let e = load(Some(&format!("{hourly}[bigquery]\npartition_expiration = \"500d\"\n")), &env)
+        let e = load(Some(f), &[])
             .unwrap()
             .validate(Path::new("/d"))
             .unwrap_err();
+        assert!(e.to_string().contains("BIGQUERY_PROJECT"), "{e}");
+        // Hourly partitions must expire before BigQuery's 10,000-partition limit.
+        let hourly = f.replace("\"day\"", "\"hour\"");
+        let e = load(
+            Some(&format!(
+                "{hourly}[bigquery]\npartition_expiration = \"500d\"\n"
+            )),
+            &env,
+        )
+        .unwrap()
+        .validate(Path::new("/d"))
+        .unwrap_err();
         assert!(e.to_string().contains("10000 per table"), "{e}");
-        let e = load(Some(&format!("{hourly}[bigquery]\npartition_expiration = \"\"\n")), &env)
-            .unwrap()
-            .validate(Path::new("/d"));
+        let e = load(
+            Some(&format!(
+                "{hourly}[bigquery]\npartition_expiration = \"\"\n"
+            )),
+            &env,
+        )
+        .unwrap()
+        .validate(Path::new("/d"));
         assert!(e.is_err());
-        load(Some(&format!("{hourly}[bigquery]\npartition_expiration = \"400d\"\n")), &env)
-            .unwrap()
-            .validate(Path::new("/d"))
-            .unwrap();
+        load(
+            Some(&format!(
+                "{hourly}[bigquery]\npartition_expiration = \"400d\"\n"
+            )),
+            &env,
+        )
+        .unwrap()
+        .validate(Path::new("/d"))
+        .unwrap();
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod ledger;
 pub mod metrics;
 pub mod partition;
 pub mod records;
+pub mod rooted;
 pub mod schema;
 pub mod storage;
 

@@ -9,11 +9,10 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 use futures::TryStreamExt;
+use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::aws::AmazonS3Builder;
-use object_store::prefix::PrefixStore;
 use object_store::{
     ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart,
 };
@@ -71,7 +70,7 @@ impl Location {
             let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
                 Arc::new(s3)
             } else {
-                Arc::new(PrefixStore::new(s3, prefix))
+                Arc::new(crate::rooted::Rooted::new(s3, prefix))
             };
             return Ok(Location {
                 url: url.to_string(),
@@ -104,9 +103,12 @@ impl Location {
         };
         std::fs::create_dir_all(&path).map_err(|e| Error::io(path.display(), e))?;
         let abs = std::fs::canonicalize(&path).map_err(|e| Error::io(path.display(), e))?;
-        let store = LocalFileSystem::new_with_prefix(&abs)
-            .map_err(|e| Error::storage(abs.display(), e))?;
-        Ok(Self::from_store(format!("file://{}", abs.display()), Arc::new(store)))
+        let store =
+            LocalFileSystem::new_with_prefix(&abs).map_err(|e| Error::storage(abs.display(), e))?;
+        Ok(Self::from_store(
+            format!("file://{}", abs.display()),
+            Arc::new(store),
+        ))
     }
 
     /// Wraps an existing store (tests, shared in-memory stores).
@@ -257,6 +259,36 @@ pub async fn parquet_schema(store: &dyn ObjectStore, path: &Path) -> Result<Sche
     Ok(b.schema().clone())
 }
 
+/// Row count of a Parquet object from its footer, fetching only the footer
+/// (two ranged reads).
+pub async fn parquet_footer_rows(
+    store: &Arc<dyn ObjectStore>,
+    path: &Path,
+    size: u64,
+) -> Result<u64> {
+    let bad = |d: &str| Error::invalid("Parquet object", format!("{path}: {d}"));
+    if size < 12 {
+        return Err(bad("too short to be Parquet"));
+    }
+    let tail = store
+        .get_range(path, size - 8..size)
+        .await
+        .map_err(|e| Error::storage(path, e))?;
+    if tail.len() != 8 || &tail[4..] != b"PAR1" {
+        return Err(bad("no Parquet footer"));
+    }
+    let len = u64::from(u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]));
+    if len + 12 > size {
+        return Err(bad("footer longer than the object"));
+    }
+    let meta = store
+        .get_range(path, size - 8 - len..size - 8)
+        .await
+        .map_err(|e| Error::storage(path, e))?;
+    let md = parquet::file::metadata::ParquetMetaDataReader::decode_metadata(&meta)?;
+    Ok(md.file_metadata().num_rows().max(0) as u64)
+}
+
 /// Row count of a Parquet object from its footer.
 pub async fn parquet_rows(store: &dyn ObjectStore, path: &Path) -> Result<u64> {
     let bytes = store
@@ -314,14 +346,44 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn footer_rows_read_only_the_footer() {
+        use arrow::array::Int64Array;
+        use arrow::datatypes::{DataType, Field, Schema};
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(Int64Array::from_iter_values(0..1234))],
+        )
+        .unwrap();
+        let props = WriterProperties::builder().build();
+        let bytes = encode_parquet(&schema, &[batch], &props).unwrap();
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let p = Path::from("a.parquet");
+        let size = bytes.len() as u64;
+        store.put(&p, PutPayload::from(bytes)).await.unwrap();
+        assert_eq!(parquet_footer_rows(&store, &p, size).await.unwrap(), 1234);
+        store
+            .put(&p, PutPayload::from_static(b"not parquet at all"))
+            .await
+            .unwrap();
+        assert!(parquet_footer_rows(&store, &p, 18).await.is_err());
+    }
+
+    #[tokio::test]
     async fn large_objects_go_up_in_parts_once() {
         let dir = tempfile::tempdir().unwrap();
         let mut loc = Location::open(dir.path().to_str().unwrap()).unwrap();
         loc.multipart_threshold = 1024;
         let p = Path::from("big/x.bin");
         let data = Bytes::from(vec![7u8; 40_000]);
-        assert_eq!(loc.put_create(&p, data.clone()).await.unwrap(), Created::New);
-        assert_eq!(loc.put_create(&p, data.clone()).await.unwrap(), Created::Existed);
+        assert_eq!(
+            loc.put_create(&p, data.clone()).await.unwrap(),
+            Created::New
+        );
+        assert_eq!(
+            loc.put_create(&p, data.clone()).await.unwrap(),
+            Created::Existed
+        );
         let got = loc.store.get(&p).await.unwrap().bytes().await.unwrap();
         assert_eq!(got, data);
     }

@@ -34,7 +34,9 @@ use tokio::sync::Mutex;
 
 use logferry_core::config::{BigQuerySettings, Partitioning};
 use logferry_core::partition::Window;
-use logferry_core::schema::{BqField, LOG_RECORD_JSON, LOG_RECORDS_TABLE, arrow_to_bq, parse_bq_schema};
+use logferry_core::schema::{
+    BqField, LOG_RECORD_JSON, LOG_RECORDS_TABLE, arrow_to_bq, parse_bq_schema,
+};
 
 use crate::error::{Error, Result};
 use crate::store::ExportStore;
@@ -79,6 +81,7 @@ fn bq_err(what: &str, e: impl std::fmt::Display) -> Error {
 pub fn load_request(
     settings: &BigQuerySettings,
     job: &LoadJob,
+    job_id: &str,
     uris: Vec<String>,
 ) -> Job {
     let (table_id, disposition) = match job.mode {
@@ -90,7 +93,7 @@ pub fn load_request(
     };
     Job {
         job_reference: Some(JobReference {
-            job_id: Some(job.job_id.clone()),
+            job_id: Some(job_id.to_string()),
             project_id: Some(settings.project.clone()),
             location: Some(settings.location.clone()).filter(|l| !l.is_empty()),
         }),
@@ -142,7 +145,11 @@ fn field_type(t: &str) -> Result<FieldType> {
         "TIMESTAMP" => FieldType::Timestamp,
         "DATE" => FieldType::Date,
         "JSON" => FieldType::Json,
-        other => return Err(Error::Config(format!("BigQuery type {other} is not supported"))),
+        other => {
+            return Err(Error::Config(format!(
+                "BigQuery type {other} is not supported"
+            )));
+        }
     })
 }
 
@@ -224,7 +231,12 @@ impl BigQueryWarehouse {
             if let Some(l) = self.location() {
                 ds = ds.location(l);
             }
-            match self.retry("dataset create", || self.client.dataset().create(ds.clone())).await {
+            match self
+                .retry("dataset create", || {
+                    self.client.dataset().create(ds.clone())
+                })
+                .await
+            {
                 Ok(_) => tracing::info!(dataset = %s.dataset, "Created dataset."),
                 Err(e) if bq_status(&e) == Some(409) => {}
                 Err(e) => return Err(bq_err("dataset create", e)),
@@ -238,7 +250,9 @@ impl BigQueryWarehouse {
             arrow_to_bq(schema)?
         };
         let time = time_column(schema).ok_or_else(|| {
-            Error::Config(format!("table {table} has no timestamp column to partition on"))
+            Error::Config(format!(
+                "table {table} has no timestamp column to partition on"
+            ))
         })?;
         let mut tp = match self.partitioning {
             Partitioning::Hour => TimePartitioning::per_hour(),
@@ -258,7 +272,10 @@ impl BigQueryWarehouse {
             .clustering(Clustering {
                 fields: Some(cluster),
             });
-        match self.retry("table create", || self.client.table().create(t.clone())).await {
+        match self
+            .retry("table create", || self.client.table().create(t.clone()))
+            .await
+        {
             Ok(_) => tracing::info!(table, "Created table."),
             Err(e) if bq_status(&e) == Some(409) => {
                 // Exists: its columns must be the ones we load.
@@ -298,7 +315,9 @@ impl BigQueryWarehouse {
         loop {
             let j = self
                 .retry("job get", || {
-                    self.client.job().get_job(&s.project, job_id, self.location())
+                    self.client
+                        .job()
+                        .get_job(&s.project, job_id, self.location())
                 })
                 .await
                 .map_err(|e| bq_err("job get", e))?;
@@ -314,7 +333,10 @@ impl BigQueryWarehouse {
                                 "{}: {}{}",
                                 e.reason.clone().unwrap_or_default(),
                                 e.message.clone().unwrap_or_default(),
-                                e.location.as_ref().map(|l| format!(" ({l})")).unwrap_or_default()
+                                e.location
+                                    .as_ref()
+                                    .map(|l| format!(" ({l})"))
+                                    .unwrap_or_default()
                             )
                         })
                         .collect();
@@ -347,29 +369,65 @@ impl BigQueryWarehouse {
         }
     }
 
-    /// Submits a job unless a job with its id exists; returns whether it
-    /// already existed.
-    async fn submit(&self, job: Job, job_id: &str) -> Result<bool> {
+    /// Runs the load under its deterministic id, or resumes it: a job with
+    /// the id that exists (an earlier run submitted it, then died or timed
+    /// out) is waited on instead of submitted again. A job id that failed can
+    /// never run again in BigQuery, so a retry after a failure uses the next
+    /// free id of the sequence `id`, `id_r1`, `id_r2`, ... Returns the id that
+    /// loaded and whether it had been submitted before.
+    async fn run_job(&self, job: &LoadJob, uris: Vec<String>) -> Result<(String, bool)> {
         let s = &self.settings;
-        match self.client.job().get_job(&s.project, job_id, self.location()).await {
-            Ok(_) => {
-                tracing::info!(job_id, "Load job exists already: waiting on it.");
-                return Ok(true);
+        for attempt in 0..100u32 {
+            let id = if attempt == 0 {
+                job.job_id.clone()
+            } else {
+                format!("{}_r{attempt}", job.job_id)
+            };
+            match self
+                .client
+                .job()
+                .get_job(&s.project, &id, self.location())
+                .await
+            {
+                Ok(j) => {
+                    let status = j.status.unwrap_or_default();
+                    if status.state.as_deref() == Some("DONE") && status.error_result.is_some() {
+                        tracing::info!(job_id = %id, "Earlier attempt of the load failed: trying the next job id.");
+                        continue;
+                    }
+                    tracing::info!(job_id = %id, "Load job exists already: waiting on it.");
+                    self.wait(&id).await?;
+                    return Ok((id, true));
+                }
+                Err(e) if bq_status(&e) == Some(404) => {}
+                Err(e) => return Err(bq_err("job get", e)),
             }
-            Err(e) if bq_status(&e) == Some(404) => {}
-            Err(e) => return Err(bq_err("job get", e)),
+            let request = load_request(s, job, &id, uris.clone());
+            let existed = match self
+                .retry("job insert", || {
+                    self.client.job().insert(&s.project, request.clone())
+                })
+                .await
+            {
+                Ok(_) => false,
+                Err(e) if bq_status(&e) == Some(409) => {
+                    tracing::info!(job_id = %id, "Load job id is a duplicate: waiting on the existing job.");
+                    true
+                }
+                Err(e) => {
+                    return Err(Error::LoadFailed {
+                        job_id: id,
+                        message: e.to_string(),
+                    });
+                }
+            };
+            self.wait(&id).await?;
+            return Ok((id, existed));
         }
-        match self.retry("job insert", || self.client.job().insert(&s.project, job.clone())).await {
-            Ok(_) => Ok(false),
-            Err(e) if bq_status(&e) == Some(409) => {
-                tracing::info!(job_id, "Load job id is a duplicate: waiting on the existing job.");
-                Ok(true)
-            }
-            Err(e) => Err(Error::LoadFailed {
-                job_id: job_id.to_string(),
-                message: e.to_string(),
-            }),
-        }
+        Err(Error::LoadFailed {
+            job_id: job.job_id.clone(),
+            message: "100 attempts of this load failed".into(),
+        })
     }
 
     /// Runs a query and returns its rows as strings.
@@ -416,7 +474,10 @@ impl BigQueryWarehouse {
     }
 
     fn table_ref(&self, table: &str) -> String {
-        format!("`{}.{}.{table}`", self.settings.project, self.settings.dataset)
+        format!(
+            "`{}.{}.{table}`",
+            self.settings.project, self.settings.dataset
+        )
     }
 
     /// Rows of `table` whose time column lies in `[start, end)`.
@@ -446,8 +507,15 @@ impl BigQueryWarehouse {
     /// Reads a whole table into one Arrow batch of `schema` (for
     /// `logferry sql`; meant for small tables: the result must come back in
     /// one page).
-    pub async fn read_table(&self, table: &str, schema: &SchemaRef) -> Result<arrow::record_batch::RecordBatch> {
-        use arrow::array::{ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder};
+    pub async fn read_table(
+        &self,
+        table: &str,
+        schema: &SchemaRef,
+    ) -> Result<arrow::record_batch::RecordBatch> {
+        use arrow::array::{
+            ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder,
+            TimestampMicrosecondBuilder,
+        };
         use arrow::datatypes::DataType;
         let cols: Vec<String> = schema
             .fields()
@@ -458,7 +526,11 @@ impl BigQueryWarehouse {
             })
             .collect();
         let rows = match self
-            .query(&format!("SELECT {} FROM {}", cols.join(", "), self.table_ref(table)))
+            .query(&format!(
+                "SELECT {} FROM {}",
+                cols.join(", "),
+                self.table_ref(table)
+            ))
             .await
         {
             Ok(r) => r,
@@ -514,7 +586,12 @@ impl BigQueryWarehouse {
                     }
                     Arc::new(b.finish())
                 }
-                other => return Err(bq_err("read", format!("column type {other} is not supported"))),
+                other => {
+                    return Err(bq_err(
+                        "read",
+                        format!("column type {other} is not supported"),
+                    ));
+                }
             };
             arrays.push(a);
         }
@@ -568,9 +645,7 @@ impl Warehouse for BigQueryWarehouse {
             });
         }
         let uris = job.files.iter().map(|f| self.export.uri(f)).collect();
-        let request = load_request(&self.settings, job, uris);
-        let existed = self.submit(request, &job.job_id).await?;
-        self.wait(&job.job_id).await?;
+        let (job_id, existed) = self.run_job(job, uris).await?;
         if self.settings.verify_loads {
             let (start, end) = match (job.mode, job.window) {
                 (WriteMode::Append, Some(w)) => (w.start(), w.end()),
@@ -580,14 +655,17 @@ impl Warehouse for BigQueryWarehouse {
             if found != job.rows {
                 return Err(Error::RowMismatch {
                     table: job.table.clone(),
-                    partition: job.window.map(|w| w.to_string()).unwrap_or_else(|| job.partition.key()),
+                    partition: job
+                        .window
+                        .map(|w| w.to_string())
+                        .unwrap_or_else(|| job.partition.key()),
                     found,
                     expected: job.rows,
                 });
             }
         }
         Ok(LoadResult {
-            job_id: job.job_id.clone(),
+            job_id,
             rows: job.rows,
             already_done: existed,
         })
@@ -665,7 +743,13 @@ mod tests {
             rows: 1,
             window: None,
         };
-        let v = serde_json::to_value(load_request(&settings(), &job, vec!["gs://b/a".into()])).unwrap();
+        let v = serde_json::to_value(load_request(
+            &settings(),
+            &job,
+            "j1",
+            vec!["gs://b/a".into()],
+        ))
+        .unwrap();
         let load = &v["configuration"]["load"];
         assert_eq!(load["destinationTable"]["tableId"], "log_records$20261125");
         assert_eq!(load["writeDisposition"], "WRITE_TRUNCATE");
@@ -673,11 +757,20 @@ mod tests {
         assert_eq!(load["sourceUris"][0], "gs://b/a");
         assert_eq!(v["jobReference"]["jobId"], "j1");
         job.partition = PartitionId::of(w, Partitioning::Hour);
-        let v = serde_json::to_value(load_request(&settings(), &job, vec![])).unwrap();
-        assert_eq!(v["configuration"]["load"]["destinationTable"]["tableId"], "log_records$2026112510");
+        let v = serde_json::to_value(load_request(&settings(), &job, "j1", vec![])).unwrap();
+        assert_eq!(
+            v["configuration"]["load"]["destinationTable"]["tableId"],
+            "log_records$2026112510"
+        );
         job.mode = WriteMode::Append;
-        let v = serde_json::to_value(load_request(&settings(), &job, vec![])).unwrap();
-        assert_eq!(v["configuration"]["load"]["destinationTable"]["tableId"], "log_records");
-        assert_eq!(v["configuration"]["load"]["writeDisposition"], "WRITE_APPEND");
+        let v = serde_json::to_value(load_request(&settings(), &job, "j1", vec![])).unwrap();
+        assert_eq!(
+            v["configuration"]["load"]["destinationTable"]["tableId"],
+            "log_records"
+        );
+        assert_eq!(
+            v["configuration"]["load"]["writeDisposition"],
+            "WRITE_APPEND"
+        );
     }
 }

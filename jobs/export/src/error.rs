@@ -46,7 +46,9 @@ pub enum Error {
         message: String,
     },
     /// The warehouse holds another number of rows than was loaded.
-    #[error("table {table} partition {partition} holds {found} rows for the window after the load, {expected} were exported")]
+    #[error(
+        "table {table} partition {partition} holds {found} rows for the window after the load, {expected} were exported"
+    )]
     RowMismatch {
         /// Table.
         table: String,

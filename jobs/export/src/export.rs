@@ -323,27 +323,33 @@ impl Exporter {
                     Some(tn) => format!("{}-{tn}.parquet", agg.run_id),
                     None => format!("{}.parquet", agg.run_id),
                 };
-                let dest = format!("{}/{}/{name}", src.table, w.partition());
+                // Plain date/hour folders, not `dt=`/`hour=`: a loader that
+                // detects Hive partitions (DuckDB does) would add them as
+                // columns the table does not have.
+                let dest = format!("{}/{}/{}/{name}", src.table, w.dt(), w.hour());
                 work.push((t, lake_path.clone(), dest, *rows));
             }
         }
         let results: Vec<(usize, ExportedFile, Created, std::time::Duration)> =
-            futures::stream::iter(work.into_iter().map(|(t, lake_path, dest, rows)| async move {
-                let bytes = self.read_lake(&lake_path).await?;
-                let size = bytes.len() as u64;
-                let t0 = Instant::now();
-                let created = self.export.put_create(&dest, bytes).await?;
-                Ok::<_, Error>((
-                    t,
-                    ExportedFile {
-                        path: dest,
-                        bytes: size,
-                        rows,
-                    },
-                    created,
-                    t0.elapsed(),
-                ))
-            }))
+            futures::stream::iter(
+                work.into_iter()
+                    .map(|(t, lake_path, dest, rows)| async move {
+                        let bytes = self.read_lake(&lake_path).await?;
+                        let size = bytes.len() as u64;
+                        let t0 = Instant::now();
+                        let created = self.export.put_create(&dest, bytes).await?;
+                        Ok::<_, Error>((
+                            t,
+                            ExportedFile {
+                                path: dest,
+                                bytes: size,
+                                rows,
+                            },
+                            created,
+                            t0.elapsed(),
+                        ))
+                    }),
+            )
             .buffered(self.parallel_uploads)
             .try_collect()
             .await?;
@@ -366,13 +372,19 @@ impl Exporter {
     /// Exports the window's committed aggregate run and loads it as the
     /// partitioning says. `seal_due` tells whether the window's day is past
     /// its lateness allowance (daily partitions: then the seal loads it).
-    pub async fn export(&self, w: Window, agg: &AggregateRecord, seal_due: bool) -> Result<ExportOutcome> {
+    pub async fn export(
+        &self,
+        w: Window,
+        agg: &AggregateRecord,
+        seal_due: bool,
+    ) -> Result<ExportOutcome> {
         let start = Instant::now();
         let partitioning = self.warehouse.partitioning();
         let prev = self.committed(w).await?;
         if let Some(p) = &prev
             && p.value.aggregate_run_id == agg.run_id
-            && (partitioning == Partitioning::Day || p.value.loaded_run.as_ref() == Some(&agg.run_id))
+            && (partitioning == Partitioning::Day
+                || p.value.loaded_run.as_ref() == Some(&agg.run_id))
         {
             return Ok(ExportOutcome::UpToDate(p.value.clone()));
         }
@@ -481,7 +493,8 @@ impl Exporter {
         let mut h = IdHasher::new();
         let mut runs = BTreeMap::new();
         for r in &mine {
-            h.part(r.window.as_bytes()).part(r.aggregate_run_id.as_bytes());
+            h.part(r.window.as_bytes())
+                .part(r.aggregate_run_id.as_bytes());
             runs.insert(r.window.clone(), r.aggregate_run_id.clone());
         }
         let seal_id = h.hex();

@@ -37,11 +37,13 @@ impl WarehouseHandle {
     /// Opens the warehouse the configuration names, loading from `export`.
     pub async fn open(settings: &Settings, export: Arc<dyn ExportStore>) -> Result<Self> {
         Ok(match &settings.warehouse {
-            WarehouseSettings::Local { url } => WarehouseHandle::Local(Arc::new(LocalWarehouse::new(
-                Location::open_with(url, &settings.aws)?,
-                export,
-                settings.partitioning,
-            ))),
+            WarehouseSettings::Local { url } => {
+                WarehouseHandle::Local(Arc::new(LocalWarehouse::new(
+                    Location::open_with(url, &settings.aws)?,
+                    export,
+                    settings.partitioning,
+                )))
+            }
             WarehouseSettings::BigQuery(b) => WarehouseHandle::BigQuery(Arc::new(
                 BigQueryWarehouse::open(b, settings.partitioning, export).await?,
             )),

@@ -398,9 +398,7 @@ impl ExportStore for GcsExport {
 }
 
 /// The export store named by the configuration.
-pub async fn open(
-    settings: &logferry_core::config::Settings,
-) -> Result<Arc<dyn ExportStore>> {
+pub async fn open(settings: &logferry_core::config::Settings) -> Result<Arc<dyn ExportStore>> {
     if settings.export_url.starts_with("gs://") {
         Ok(Arc::new(
             GcsExport::open(&settings.export_url, &settings.gcs).await?,

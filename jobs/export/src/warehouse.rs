@@ -40,7 +40,14 @@ impl PartitionId {
         let start = match partitioning {
             Partitioning::Hour => w.start(),
             Partitioning::Day => Utc
-                .with_ymd_and_hms(w.start().year(), w.start().month(), w.start().day(), 0, 0, 0)
+                .with_ymd_and_hms(
+                    w.start().year(),
+                    w.start().month(),
+                    w.start().day(),
+                    0,
+                    0,
+                    0,
+                )
                 .single()
                 .unwrap_or_else(|| w.start() - ChronoDuration::hours(i64::from(w.start().hour()))),
         };
@@ -256,8 +263,7 @@ impl LocalWarehouse {
 
 fn same_columns(a: &SchemaRef, b: &SchemaRef) -> bool {
     a.fields().len() == b.fields().len()
-        && a
-            .fields()
+        && a.fields()
             .iter()
             .zip(b.fields())
             .all(|(x, y)| x.name() == y.name() && x.data_type() == y.data_type())
@@ -358,18 +364,22 @@ impl Warehouse for LocalWarehouse {
             for f in p.files() {
                 let b = ParquetRecordBatchReaderBuilder::try_new(self.read(f).await?)?;
                 let schema = b.schema().clone();
-                let (Ok(t_idx), Some(ts_name)) = (schema.index_of("tenant_id"), time_column(&schema))
+                let (Ok(t_idx), Some(ts_name)) =
+                    (schema.index_of("tenant_id"), time_column(&schema))
                 else {
-                    return Err(Error::Arrow(arrow::error::ArrowError::SchemaError(format!(
-                        "{f} has no tenant_id or timestamp column"
-                    ))));
+                    return Err(Error::Arrow(arrow::error::ArrowError::SchemaError(
+                        format!("{f} has no tenant_id or timestamp column"),
+                    )));
                 };
                 let ts_idx = schema.index_of(&ts_name)?;
                 let mask = ProjectionMask::roots(b.parquet_schema(), [t_idx, ts_idx]);
                 for batch in b.with_projection(mask).build()? {
                     let batch = batch?;
                     let s = batch.schema();
-                    let tenants = batch.column(s.index_of("tenant_id")?).as_string::<i32>().clone();
+                    let tenants = batch
+                        .column(s.index_of("tenant_id")?)
+                        .as_string::<i32>()
+                        .clone();
                     let ts = batch
                         .column(s.index_of(&ts_name)?)
                         .as_primitive::<TimestampMicrosecondType>()
@@ -397,9 +407,15 @@ mod tests {
     fn partitions_of_windows() {
         let w = Window::parse("2026-11-25T13").unwrap();
         let h = PartitionId::of(w, Partitioning::Hour);
-        assert_eq!((h.decorator(), h.key()), ("2026112513".into(), "hour=2026-11-25T13".into()));
+        assert_eq!(
+            (h.decorator(), h.key()),
+            ("2026112513".into(), "hour=2026-11-25T13".into())
+        );
         let d = PartitionId::of(w, Partitioning::Day);
-        assert_eq!((d.decorator(), d.key()), ("20261125".into(), "day=2026-11-25".into()));
+        assert_eq!(
+            (d.decorator(), d.key()),
+            ("20261125".into(), "day=2026-11-25".into())
+        );
         assert!(d.contains(Window::parse("2026-11-25T00").unwrap()));
         assert!(d.contains(Window::parse("2026-11-25T23").unwrap()));
         assert!(!d.contains(Window::parse("2026-11-26T00").unwrap()));
