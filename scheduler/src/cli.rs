@@ -107,14 +107,23 @@ pub enum Command {
         #[arg(long, default_value_t = 0.3)]
         cloudwatch_share: f64,
     },
-    /// Decode, validate and land an input in the lake.
+    /// Decode, validate and land an input (a file, standard input, or the
+    /// tenants' Kinesis streams) in the lake.
     Forward {
         /// Input file, or - for standard input.
-        #[arg(long)]
-        input: String,
-        /// Input format.
+        #[arg(long, required_unless_present = "kinesis", conflicts_with = "kinesis")]
+        input: Option<String>,
+        /// Input format (files and standard input).
         #[arg(long, value_enum, default_value = "ndjson")]
         format: InputFormat,
+        /// Read every [[tenant]] stream from Kinesis instead of a file.
+        #[arg(long)]
+        kinesis: bool,
+        /// With --kinesis: read every shard up to its current tip, then exit
+        /// (for schedules). Without it, follow the streams until SIGTERM or
+        /// SIGINT, then flush, checkpoint and exit.
+        #[arg(long, requires = "kinesis")]
+        once: bool,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,

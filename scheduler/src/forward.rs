@@ -95,3 +95,79 @@ pub fn print(r: &ForwardReport) {
         r.put_latency.p50_ms, r.put_latency.p95_ms, r.put_latency.count
     );
 }
+
+/// Reads the tenants' Kinesis streams: to their tips (`once`), or until
+/// SIGTERM/SIGINT.
+pub async fn kinesis(ctx: &Ctx, once: bool) -> Result<logferry_forward::KinesisReport> {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if !once {
+        let flag = stop.clone();
+        tokio::spawn(async move {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!(error = %e, "Cannot listen for SIGTERM.");
+                        return;
+                    }
+                };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            tracing::warn!("Stopping: flushing and checkpointing every shard.");
+            flag.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+    }
+    let fwd =
+        logferry_forward::KinesisForwarder::new(ctx.settings.clone(), ctx.lake.clone()).await?;
+    let report = fwd.run(once, stop).await.context("reading Kinesis")?;
+    let now = Utc::now();
+    let id = IdHasher::new()
+        .part(now.to_rfc3339().as_bytes())
+        .part(b"kinesis")
+        .hex();
+    Ledger::new(ctx.lake.store.clone(), STATE)
+        .put_once(
+            &format!(
+                "runs/forward/{}-{}.json",
+                now.format("%Y%m%dT%H%M%SZ"),
+                &id[..8]
+            ),
+            &report,
+        )
+        .await?;
+    Ok(report)
+}
+
+/// Prints a Kinesis report for people.
+pub fn print_kinesis(r: &logferry_forward::KinesisReport) {
+    let d = &r.decode;
+    println!(
+        "forward kinesis: {} items from {} shards in {:.2} s; {} accepted, {} dead-lettered, {} control messages",
+        d.received,
+        r.shards.len(),
+        r.duration_ms as f64 / 1000.0,
+        d.accepted,
+        d.dead_lettered,
+        d.control_messages
+    );
+    for (stream, shards) in logferry_forward::kinesis::by_stream(r) {
+        for s in shards {
+            println!(
+                "  {stream}/{}: {} records, {} calls, {} objects ({} already there), lag {} ms, checkpoint {}{}",
+                s.shard,
+                s.kinesis_records,
+                s.calls,
+                s.objects,
+                s.objects_existing,
+                s.last_millis_behind_latest,
+                s.checkpoint.as_deref().unwrap_or("-"),
+                if s.finished { " (finished)" } else { "" }
+            );
+        }
+    }
+    for (reason, n) in &d.by_reason {
+        println!("      {reason:<22} {n:>10}");
+    }
+}

@@ -103,13 +103,25 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Forward {
             input,
             format,
+            kinesis,
+            once,
             json,
         } => {
             let ctx = Ctx::open(g).await?;
+            if *kinesis {
+                let r = forward::kinesis(&ctx, *once).await?;
+                if *json {
+                    print_json(&r)?;
+                } else if !quiet {
+                    forward::print_kinesis(&r);
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             let format = match format {
                 InputFormat::Ndjson => logferry_forward::Format::Ndjson,
                 InputFormat::Cloudwatch => logferry_forward::Format::Cloudwatch,
             };
+            let input = input.as_deref().unwrap_or("-");
             let r = forward::forward(&ctx, input, format, quiet || *json).await?;
             if *json {
                 print_json(&r)?;

@@ -18,18 +18,39 @@ use crate::record::{
 
 /// Where an item sits in its input, for dead-letter entries.
 #[derive(Debug, Clone, Copy)]
-pub enum Pos {
+pub enum Pos<'a> {
     /// A line of a file (1-based).
     Line(u64),
     /// An event of the envelope on a line (both 1-based).
     LineEvent(u64, usize),
+    /// A Kinesis record: its sequence number.
+    Record(&'a str),
+    /// An event of the envelope in a Kinesis record (1-based).
+    RecordEvent(&'a str, usize),
+    /// A line of a Kinesis record holding several JSON lines (1-based).
+    RecordLine(&'a str, usize),
 }
 
-impl fmt::Display for Pos {
+impl Pos<'_> {
+    /// The position of event `j` (1-based) of the envelope here.
+    pub fn event(self, j: usize) -> Self {
+        match self {
+            Pos::Line(l) | Pos::LineEvent(l, _) => Pos::LineEvent(l, j),
+            Pos::Record(s) | Pos::RecordEvent(s, _) | Pos::RecordLine(s, _) => {
+                Pos::RecordEvent(s, j)
+            }
+        }
+    }
+}
+
+impl fmt::Display for Pos<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Pos::Line(l) => write!(f, "line {l}"),
             Pos::LineEvent(l, e) => write!(f, "line {l} event {e}"),
+            Pos::Record(s) => write!(f, "sequence {s}"),
+            Pos::RecordEvent(s, e) => write!(f, "sequence {s} event {e}"),
+            Pos::RecordLine(s, l) => write!(f, "sequence {s} line {l}"),
         }
     }
 }
@@ -118,7 +139,7 @@ impl<'s> Decoder<'s> {
         &mut self,
         out: &mut dyn Emit,
         ctx: &ItemCtx<'_>,
-        pos: Pos,
+        pos: Pos<'_>,
         rej: &Rejection,
         tenant_key: &str,
         source: Option<&str>,
@@ -157,7 +178,7 @@ impl<'s> Decoder<'s> {
         total: u64,
         limit: usize,
         ctx: &ItemCtx<'_>,
-        pos: Pos,
+        pos: Pos<'_>,
         out: &mut dyn Emit,
     ) {
         let rej = Rejection::new(reason, format!("line is {total} bytes, limit {limit}"));
@@ -177,7 +198,13 @@ impl<'s> Decoder<'s> {
 
     /// One NDJSON line (without its newline). The tenant comes from the
     /// line's arrival-stream field.
-    pub fn ndjson_line(&mut self, line: &[u8], ctx: &ItemCtx<'_>, pos: Pos, out: &mut dyn Emit) {
+    pub fn ndjson_line(
+        &mut self,
+        line: &[u8],
+        ctx: &ItemCtx<'_>,
+        pos: Pos<'_>,
+        out: &mut dyn Emit,
+    ) {
         let len = line.len() as u64;
         let text = match std::str::from_utf8(line) {
             Ok(t) => t,
@@ -304,7 +331,7 @@ impl<'s> Decoder<'s> {
         attrs: &str,
         o: &Origin<'_>,
         ctx: &ItemCtx<'_>,
-        pos: Pos,
+        pos: Pos<'_>,
         raw: &[u8],
         out: &mut dyn Emit,
     ) {
@@ -348,6 +375,138 @@ impl<'s> Decoder<'s> {
         }
     }
 
+    /// One Kinesis record of a tenant's stream: a CloudWatch Logs
+    /// subscription payload (gzip), or one or more JSON records, one per
+    /// line. Event ids are the shard and sequence number (with the line
+    /// number when a record holds several lines), or the CloudWatch event ids.
+    #[allow(clippy::too_many_arguments)]
+    pub fn kinesis_record(
+        &mut self,
+        data: &[u8],
+        tenant: &Tenant,
+        stream: &str,
+        shard: &str,
+        seq: &str,
+        ctx: &ItemCtx<'_>,
+        out: &mut dyn Emit,
+    ) {
+        let pos = Pos::Record(seq);
+        if cwl::is_gzip(data) {
+            return self.cloudwatch_payload(data, data, ctx, pos, Some((tenant, stream)), out);
+        }
+        let lines: Vec<&[u8]> = data
+            .split(|&b| b == b'\n')
+            .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+            .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+            .collect();
+        let several = lines.len() > 1;
+        for (i, line) in lines.into_iter().enumerate() {
+            let (id, pos) = if several {
+                (
+                    format!("{shard}:{seq}:{}", i + 1),
+                    Pos::RecordLine(seq, i + 1),
+                )
+            } else {
+                (format!("{shard}:{seq}"), pos)
+            };
+            self.json_record(line, tenant, stream, &id, ctx, pos, out);
+        }
+    }
+
+    /// One JSON record whose tenant the source settled.
+    #[allow(clippy::too_many_arguments)]
+    pub fn json_record(
+        &mut self,
+        line: &[u8],
+        tenant: &Tenant,
+        source: &str,
+        event_id: &str,
+        ctx: &ItemCtx<'_>,
+        pos: Pos<'_>,
+        out: &mut dyn Emit,
+    ) {
+        let len = line.len() as u64;
+        let key = tenant.id.as_str();
+        if line.len() > self.settings.max_record_bytes {
+            let rej = Rejection::new(
+                Reason::OversizedRecord,
+                format!(
+                    "record is {len} bytes, limit {}",
+                    self.settings.max_record_bytes
+                ),
+            );
+            return self.reject(
+                out,
+                ctx,
+                pos,
+                &rej,
+                key,
+                Some(source),
+                Some(event_id),
+                None,
+                line,
+                len,
+            );
+        }
+        let text = match std::str::from_utf8(line) {
+            Ok(t) => t,
+            Err(e) => {
+                let rej = Rejection::new(
+                    Reason::InvalidUtf8,
+                    format!("invalid UTF-8 at byte {}", e.valid_up_to()),
+                );
+                return self.reject(
+                    out,
+                    ctx,
+                    pos,
+                    &rej,
+                    key,
+                    Some(source),
+                    Some(event_id),
+                    None,
+                    line,
+                    len,
+                );
+            }
+        };
+        let opts = ParseOptions {
+            stream_field: None,
+            source_account: true,
+        };
+        let mut attrs = std::mem::take(&mut self.attrs);
+        match parse_record(text, opts, &mut attrs) {
+            Err(rej) => {
+                self.reject(
+                    out,
+                    ctx,
+                    pos,
+                    &rej,
+                    key,
+                    Some(source),
+                    Some(event_id),
+                    None,
+                    line,
+                    len,
+                );
+            }
+            Ok(parsed) => {
+                let account = match &parsed.source_account {
+                    Some(Val::Str(s)) => Some(s.as_ref()),
+                    _ => None,
+                };
+                let origin = Origin {
+                    tenant,
+                    source,
+                    source_account: account,
+                    event_id,
+                    fallback_ts_us: None,
+                };
+                self.finish(&parsed, &attrs, &origin, ctx, pos, line, out);
+            }
+        }
+        self.attrs = attrs;
+    }
+
     /// One line of a CloudWatch Logs subscription file: base64 of the gzip
     /// payload.
     pub fn cloudwatch_line(
@@ -358,7 +517,7 @@ impl<'s> Decoder<'s> {
         out: &mut dyn Emit,
     ) {
         match cwl::decode_base64(line) {
-            Ok(gz) => self.cloudwatch_payload(&gz, line, ctx, line_no, out),
+            Ok(gz) => self.cloudwatch_payload(&gz, line, ctx, Pos::Line(line_no), None, out),
             Err(rej) => {
                 let len = line.len() as u64;
                 self.reject(
@@ -379,15 +538,18 @@ impl<'s> Decoder<'s> {
 
     /// A gzip CloudWatch Logs payload (a Kinesis record, or a decoded line).
     /// `raw` is what is kept in the DLQ if the envelope is refused as a whole.
+    /// `source` is the tenant of the stream it arrived on, if any: the log
+    /// group must then belong to that same tenant.
+    #[allow(clippy::too_many_arguments)]
     pub fn cloudwatch_payload(
         &mut self,
         gz: &[u8],
         raw: &[u8],
         ctx: &ItemCtx<'_>,
-        line_no: u64,
+        pos: Pos<'_>,
+        source: Option<(&Tenant, &str)>,
         out: &mut dyn Emit,
     ) {
-        let pos = Pos::Line(line_no);
         let raw_len = raw.len() as u64;
         let mut buf = std::mem::take(&mut self.gz);
         if let Err(rej) = cwl::gunzip_bounded(gz, self.settings.max_envelope_bytes, &mut buf) {
@@ -422,22 +584,59 @@ impl<'s> Decoder<'s> {
                 );
             }
             Ok(Decoded::Control) => out.control(),
-            Ok(Decoded::Data(env)) => self.envelope(&env, raw, ctx, line_no, out),
+            Ok(Decoded::Data(env)) => self.envelope(&env, raw, ctx, pos, source, out),
         }
         self.gz = buf;
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn envelope(
         &mut self,
         env: &cwl::Envelope<'_>,
         raw: &[u8],
         ctx: &ItemCtx<'_>,
-        line_no: u64,
+        pos: Pos<'_>,
+        source: Option<(&Tenant, &str)>,
         out: &mut dyn Emit,
     ) {
-        let pos = Pos::Line(line_no);
         let raw_len = raw.len() as u64;
         let group = env.log_group.as_ref();
+        if let Some((stream_tenant, stream)) = source {
+            // Arrived on a tenant's stream: the log group must be that
+            // tenant's too.
+            let owner = self.tenants.by_log_group(group);
+            if owner.is_none_or(|o| o.index != stream_tenant.index) {
+                let rej = match owner {
+                    Some(o) => Rejection::new(
+                        Reason::CrossTenant,
+                        format!(
+                            "log group {group:?} belongs to {} but arrived on stream {stream:?} of {}",
+                            o.id, stream_tenant.id
+                        ),
+                    ),
+                    None => Rejection::new(
+                        Reason::UnknownTenant,
+                        format!(
+                            "log group {group:?} belongs to no configured tenant (stream {stream:?} of {})",
+                            stream_tenant.id
+                        ),
+                    ),
+                };
+                let key = stream_tenant.id.as_str();
+                return self.reject(
+                    out,
+                    ctx,
+                    pos,
+                    &rej,
+                    key,
+                    Some(stream),
+                    None,
+                    None,
+                    raw,
+                    raw_len,
+                );
+            }
+        }
         let Some(tenant) = self.tenants.by_log_group(group) else {
             let rej = Rejection::new(
                 Reason::UnknownTenant,
@@ -484,7 +683,7 @@ impl<'s> Decoder<'s> {
         };
         let mut attrs = std::mem::take(&mut self.attrs);
         for (j, ev) in env.log_events.iter().enumerate() {
-            let pos = Pos::LineEvent(line_no, j + 1);
+            let pos = pos.event(j + 1);
             let msg = ev.message.as_bytes();
             let key = tenant.id.as_str();
             let fallback = ev.timestamp.checked_mul(1000);

@@ -15,6 +15,9 @@ pub enum Error {
     /// The lake writer stopped; the cause is reported with it.
     #[error("forward stopped: {0}")]
     Writer(String),
+    /// The source (Kinesis) failed after its retries.
+    #[error("source: {0}")]
+    Source(String),
     /// A task of the job failed unexpectedly.
     #[error("internal error: {0}")]
     Internal(String),

@@ -106,12 +106,12 @@ struct WriteStats {
     latency: LatencyRecorder,
 }
 
-struct Written {
-    landing: bool,
-    created: Created,
-    rows: u64,
-    bytes: u64,
-    latency: Duration,
+pub(crate) struct Written {
+    pub(crate) landing: bool,
+    pub(crate) created: Created,
+    pub(crate) rows: u64,
+    pub(crate) bytes: u64,
+    pub(crate) latency: Duration,
 }
 
 impl WriteStats {
@@ -133,10 +133,7 @@ impl WriteStats {
     }
 }
 
-/// Writes one flush: encode (on a blocking thread), create-once put, then the
-/// pending marker. The marker comes after the object is durable; if the
-/// process dies between the two, the rerun finds the object, skips the
-/// write and still places the marker.
+/// Writes one flush and returns its share of the memory budget.
 async fn write_one(
     f: Flush,
     store: Arc<dyn ObjectStore>,
@@ -149,6 +146,23 @@ async fn write_one(
         landing,
         ticket,
     } = f;
+    let written = write_object(&store, &ledger, props, path, batches, landing).await;
+    drop(ticket);
+    written
+}
+
+/// Writes one object: encode (on a blocking thread), create-once put, then
+/// for landing objects the pending marker. The marker comes after the object
+/// is durable; if the process dies between the two, the rerun finds the
+/// object, skips the write and still places the marker.
+pub(crate) async fn write_object(
+    store: &Arc<dyn ObjectStore>,
+    ledger: &Ledger,
+    props: WriterProperties,
+    path: object_store::path::Path,
+    batches: Vec<arrow::record_batch::RecordBatch>,
+    landing: Option<(logferry_core::partition::Window, String, String)>,
+) -> Result<Written> {
     let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
     let bytes = tokio::task::spawn_blocking(move || -> Result<bytes::Bytes> {
         let Some(first) = batches.first() else {
@@ -163,7 +177,6 @@ async fn write_one(
     let t0 = Instant::now();
     let created = put_create(store.as_ref(), &path, bytes).await?;
     let latency = t0.elapsed();
-    drop(ticket);
     if let Some((window, tenant, batch_id)) = &landing {
         ledger
             .mark(&pending_marker(*window, tenant, batch_id))

@@ -9,6 +9,7 @@ pub mod cwl;
 pub mod decode;
 pub mod error;
 pub mod job;
+pub mod kinesis;
 pub mod reader;
 pub mod reason;
 pub mod record;
@@ -16,3 +17,4 @@ pub mod workload;
 
 pub use error::{Error, Result};
 pub use job::{Format, ForwardReport, Forwarder, Input};
+pub use kinesis::{KinesisForwarder, KinesisReport};
