@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it (.ci/run calls this script):
-# formatting, lints, then every unit and integration test.
-# Needs a Rust toolchain (rustup, with rustfmt and clippy); everything else
-# the tests use is built from this repository.
+# The whole test suite, as CI runs it (.ci/run calls this script): formatting,
+# lints, then every unit and integration test, the emulator-backed ones
+# included. It installs and starts the emulators itself (scripts/emulators.sh,
+# pinned versions in a cache directory) and stops them on exit.
+# Needs a Rust toolchain (rustup, with rustfmt and clippy), Python 3 with venv
+# and pip (for the emulators) and curl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 echo "== cargo fmt --check" >&2
 cargo fmt --all -- --check
+echo "== emulators" >&2
+scripts/emulators.sh start
+trap 'scripts/emulators.sh stop' EXIT
+# shellcheck disable=SC1091
+source target/emulators.env
 echo "== cargo clippy" >&2
-cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 echo "== cargo test" >&2
-cargo test --workspace --locked
+cargo test --workspace --all-features --locked

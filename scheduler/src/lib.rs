@@ -5,6 +5,7 @@ pub mod cli;
 pub mod context;
 pub mod demo;
 pub mod forward;
+pub mod lambda;
 pub mod progress;
 pub mod reconcile;
 pub mod run;

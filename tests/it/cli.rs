@@ -5,7 +5,11 @@ use std::process::{Command, Stdio};
 use crate::common::*;
 
 fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_logferry"))
+    // The emulator environment (scripts/test.sh exports it) must not leak
+    // into the embedded CLI tests: each gives its own --config.
+    let mut c = Command::new(env!("CARGO_BIN_EXE_logferry"));
+    c.env_remove("LOGFERRY_CONFIG");
+    c
 }
 
 fn run_ok(cmd: &mut Command) -> String {

@@ -19,24 +19,130 @@ pub const NOW_MS: i64 = 1_768_478_400_000;
 pub const SEED: u64 = 42;
 pub const TENANTS: usize = 5;
 
+/// Where a test's pipeline runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Local directories and the local warehouse.
+    Embedded,
+    /// S3 and Kinesis on moto, GCS and BigQuery emulators
+    /// (`scripts/emulators.sh start`, `source target/emulators.env`).
+    Emulators,
+}
+
+/// The emulators' environment, as `scripts/emulators.sh` exports it.
+#[derive(Debug, Clone)]
+pub struct Emulators {
+    /// `s3://bucket` of the lake.
+    pub lake: String,
+    /// `gs://bucket` of the export store.
+    pub export: String,
+    /// Where the GCS emulator keeps objects on disk.
+    pub gcs_root: PathBuf,
+}
+
+/// The running emulators. Fails the test loudly when they are not running,
+/// unless `LOGFERRY_SKIP_EMULATOR_TESTS=1` asks to skip (then `None`, with a
+/// line on stderr).
+pub fn emulators() -> Option<Emulators> {
+    if std::env::var("LOGFERRY_SKIP_EMULATOR_TESTS").is_ok_and(|v| v == "1") {
+        eprintln!("SKIPPED: emulator test (LOGFERRY_SKIP_EMULATOR_TESTS=1)");
+        return None;
+    }
+    let var = |k: &str| {
+        std::env::var(k).unwrap_or_else(|_| {
+            panic!(
+                "{k} is not set: start the emulators with `scripts/emulators.sh start` and \
+                 `source target/emulators.env` (scripts/test.sh does both), or set \
+                 LOGFERRY_SKIP_EMULATOR_TESTS=1 to skip the emulator tests"
+            )
+        })
+    };
+    Some(Emulators {
+        lake: var("LOGFERRY_EMULATOR_LAKE"),
+        export: var("LOGFERRY_EMULATOR_EXPORT"),
+        gcs_root: var("LOGFERRY_EMULATOR_GCS_ROOT").into(),
+    })
+}
+
+/// A name unique to this test run: prefixes, datasets and streams of one
+/// test never meet another's.
+pub fn unique(tag: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{tag}_{}_{}_{nanos:x}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
 /// A data directory with its configuration.
 pub struct Env {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
+    pub backend: Backend,
+    /// The run's unique name (prefixes, dataset).
+    pub id: String,
 }
 
+const TEST_LIMITS: &str = "max_message_bytes = 4096\nmax_record_bytes = 16384\n\
+     max_envelope_bytes = 262144\nmax_envelope_events = 200\nbatch_max_records = 700\n";
+
 impl Env {
-    /// A fresh data directory; `extra` is appended to the config file.
+    /// A fresh data directory on the embedded backends; `extra` is appended
+    /// to the config file.
     pub fn new(extra: &str) -> Self {
+        Self::with_tenants(Backend::Embedded, extra, &workload::tenants_toml(TENANTS)).unwrap()
+    }
+
+    /// A fresh environment on `backend`, or `None` when emulator tests are
+    /// explicitly skipped.
+    pub fn on(backend: Backend, extra: &str) -> Option<Self> {
+        Self::with_tenants(backend, extra, &workload::tenants_toml(TENANTS))
+    }
+
+    /// Like [`Env::on`], with these `[[tenant]]` tables.
+    pub fn with_tenants(backend: Backend, extra: &str, tenants: &str) -> Option<Self> {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("test.toml");
+        let id = unique("t");
+        let backend_config = match backend {
+            Backend::Embedded => String::new(),
+            Backend::Emulators => {
+                let e = emulators()?;
+                format!(
+                    "[storage]\nlake = \"{}/{id}/lake\"\nexport = \"{}/{id}/export\"\n\
+                     [aws]\nallow_http = true\n\
+                     [warehouse]\nkind = \"bigquery\"\npartitioning = \"day\"\n\
+                     [bigquery]\ndataset = \"{id}\"\npoll_initial = \"20ms\"\n\
+                     [kinesis]\nidle_interval = \"100ms\"\n",
+                    e.lake, e.export
+                )
+            }
+        };
         let text = format!(
-            "[forward]\nreference_time = \"{NOW}\"\nmax_message_bytes = 4096\nmax_record_bytes = 16384\n\
-             max_envelope_bytes = 262144\nmax_envelope_events = 200\nbatch_max_records = 700\n\n{extra}\n{}",
-            workload::tenants_toml(TENANTS)
+            "[forward]\nreference_time = \"{NOW}\"\n{TEST_LIMITS}\n{backend_config}\n{extra}\n{tenants}"
         );
         std::fs::write(&config, text).unwrap();
-        Env { dir, config }
+        Some(Env {
+            dir,
+            config,
+            backend,
+            id,
+        })
+    }
+
+    /// The state a freshly loaded window is in: its hourly partition
+    /// replaced (embedded), or appended to its day (emulators).
+    pub fn loaded_state(&self) -> &'static str {
+        match self.backend {
+            Backend::Embedded => "loaded",
+            Backend::Emulators => "appended",
+        }
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -161,35 +267,4 @@ pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
     }
     out.sort();
     out
-}
-
-/// All values of a string column of a Parquet file.
-pub fn column_values(path: &Path, column: &str) -> Vec<Option<String>> {
-    let f = std::fs::File::open(path).unwrap();
-    let r = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
-        .unwrap()
-        .build()
-        .unwrap();
-    let mut out = Vec::new();
-    for b in r {
-        let b = b.unwrap();
-        let c = b
-            .column(b.schema().index_of(column).unwrap())
-            .as_string::<i32>()
-            .clone();
-        for i in 0..c.len() {
-            out.push((!c.is_null(i)).then(|| c.value(i).to_string()));
-        }
-    }
-    out
-}
-
-/// The `tenant=` value of a path.
-pub fn tenant_of(path: &Path) -> Option<String> {
-    path.components().find_map(|c| {
-        c.as_os_str()
-            .to_str()
-            .and_then(|s| s.strip_prefix("tenant="))
-            .map(str::to_string)
-    })
 }

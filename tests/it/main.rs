@@ -5,4 +5,6 @@
 
 mod cli;
 mod common;
+mod emulators;
+mod lambda;
 mod pipeline;

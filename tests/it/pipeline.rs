@@ -14,7 +14,18 @@ use crate::common::*;
 /// and every tenant balances exactly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn labelled_workload_lands_exactly_as_labelled() {
-    let env = Env::new("");
+    labelled_workload(Backend::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn labelled_workload_lands_exactly_as_labelled_on_emulators() {
+    labelled_workload(Backend::Emulators).await;
+}
+
+async fn labelled_workload(backend: Backend) {
+    let Some(env) = Env::on(backend, "") else {
+        return;
+    };
     let w = env.generate(&Env::spec(6000, SEED), "input");
     let labels = labels(&w);
     let expected = Expected::from_labels(&labels);
@@ -23,7 +34,7 @@ async fn labelled_workload_lands_exactly_as_labelled() {
     assert!(
         run.windows
             .iter()
-            .all(|w| w.aggregate == "done" && w.export == "loaded")
+            .all(|w| w.aggregate == "done" && w.export == env.loaded_state())
     );
 
     // Every kind the pipeline must handle was generated.
@@ -213,59 +224,94 @@ async fn labelled_workload_lands_exactly_as_labelled() {
         "{levels:?}"
     );
 
-    check_isolation(&env);
+    check_isolation(&env).await;
 }
 
-/// Every row of every tenant partition (landing, dlq, curated, warehouse)
-/// carries that tenant, and every landing row came from one of its sources.
-fn check_isolation(env: &Env) {
-    let lake = env.data_dir().join("lake");
+/// Every row of every tenant partition (landing, dlq, curated) carries that
+/// tenant, every landing and curated row came from one of its tenant's
+/// sources, and so does every row the warehouse holds.
+async fn check_isolation(env: &Env) {
+    let ctx = env.ctx().await;
+    let store = ctx.lake.store.as_ref();
     let mut checked = 0;
     for area in ["landing", "curated", "dlq"] {
-        for f in parquet_files(&lake.join(area)) {
-            let t = tenant_of(&f).unwrap();
-            for v in column_values(&f, "tenant_id") {
-                assert_eq!(v.as_deref(), Some(t.as_str()), "{}", f.display());
-                checked += 1;
-            }
-            if area != "dlq" {
-                for s in column_values(&f, "source") {
-                    let s = s.unwrap();
-                    assert!(
-                        s == format!("logs-{t}") || s.starts_with(&format!("/tenants/{t}/")),
-                        "{} holds a record from source {s}",
-                        f.display()
-                    );
+        let objects =
+            logferry_core::storage::list_all(store, &object_store::path::Path::from(area))
+                .await
+                .unwrap();
+        for m in objects
+            .iter()
+            .filter(|m| m.location.as_ref().ends_with(".parquet"))
+        {
+            let t = logferry_core::partition::parse_partition(&m.location)
+                .tenant
+                .unwrap();
+            for b in logferry_core::storage::read_parquet(store, &m.location)
+                .await
+                .unwrap()
+            {
+                let tenants = b
+                    .column_by_name("tenant_id")
+                    .unwrap()
+                    .as_string::<i32>()
+                    .clone();
+                for i in 0..b.num_rows() {
+                    assert_eq!(tenants.value(i), t, "{}", m.location);
+                    checked += 1;
+                }
+                if area != "dlq" {
+                    let sources = b
+                        .column_by_name("source")
+                        .unwrap()
+                        .as_string::<i32>()
+                        .clone();
+                    for i in 0..b.num_rows() {
+                        let s = sources.value(i);
+                        assert!(
+                            s == format!("logs-{t}") || s.starts_with(&format!("/tenants/{t}/")),
+                            "{} holds a record from source {s}",
+                            m.location
+                        );
+                    }
                 }
             }
         }
     }
-    // The warehouse's partitions hold every tenant together; its rows must
-    // still come from the tenant's own sources.
-    for f in parquet_files(&env.data_dir().join("warehouse/log_records")) {
-        let tenants = column_values(&f, "tenant_id");
-        for (t, s) in tenants.iter().zip(column_values(&f, "source")) {
-            let (t, s) = (t.clone().unwrap(), s.unwrap());
-            assert!(
-                s == format!("logs-{t}") || s.starts_with(&format!("/tenants/{t}/")),
-                "{t} from {s}"
-            );
-            checked += 1;
-        }
-    }
     assert!(checked > 1000);
+    // The warehouse holds every tenant in one table: each row must still
+    // come from its own tenant's sources.
+    let strays = env
+        .scalar(
+            "SELECT count(*) FROM warehouse WHERE NOT (source = 'logs-' || tenant_id \
+             OR starts_with(source, '/tenants/' || tenant_id || '/'))",
+        )
+        .await;
+    assert_eq!(strays, 0);
+    assert!(env.scalar("SELECT count(*) FROM warehouse").await > 1000);
 }
 
 /// Running any stage again changes nothing: forward finds its own objects,
 /// run finds every window up to date, the warehouse holds the same rows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rerunning_every_stage_is_idempotent() {
-    let env = Env::new("");
+    rerun_idempotent(Backend::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rerunning_every_stage_is_idempotent_on_emulators() {
+    rerun_idempotent(Backend::Emulators).await;
+}
+
+async fn rerun_idempotent(backend: Backend) {
+    let Some(env) = Env::on(backend, "") else {
+        return;
+    };
     let w = env.generate(&Env::spec(3000, 7), "input");
     let first = env.forward_both(&w).await;
     env.run().await;
     let before = env.reconcile().await;
     let wh_files = parquet_files(&env.data_dir().join("warehouse"));
+    let wh_rows = env.scalar("SELECT count(*) FROM warehouse").await;
 
     let again = env.forward_both(&w).await;
     for (a, b) in first.iter().zip(&again) {
@@ -287,6 +333,7 @@ async fn rerunning_every_stage_is_idempotent() {
     assert_eq!(before.tenants, after.tenants);
     assert!(after.balanced);
     assert_eq!(wh_files, parquet_files(&env.data_dir().join("warehouse")));
+    assert_eq!(wh_rows, env.scalar("SELECT count(*) FROM warehouse").await);
 
     // An explicit window re-run is also a no-op.
     let w0 = logferry_core::partition::Window::parse(&before_window(&env).await).unwrap();
@@ -407,4 +454,85 @@ async fn memory_bound_changes_batching_not_results() {
     a.run().await;
     b.run().await;
     assert_eq!(a.reconcile().await.tenants, b.reconcile().await.tenants);
+}
+
+/// Daily partitions: windows are appended as they complete; late data for
+/// an appended window waits for the seal; the seal (forced with --seal, or
+/// due once the day is past its lateness allowance) replaces the day with
+/// every window's current rows, and runs again only when a window changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daily_partitions_append_then_seal() {
+    let env = Env::new("[warehouse]\npartitioning = \"day\"\nseal_after = \"2h\"\n");
+    let w = env.generate(&Env::spec(2000, 13), "first");
+    env.forward_both(&w).await;
+    let first = env.run().await;
+    assert!(
+        first.windows.iter().all(|w| w.export == "appended"),
+        "{:?}",
+        first.windows
+    );
+    assert!(first.seals.is_empty(), "sealed before the day ended");
+    let before = env.reconcile().await;
+    assert!(before.balanced);
+
+    // Late records for the first window: exported, but awaiting the seal.
+    let status = logferry::status::status(&env.ctx().await).await.unwrap();
+    let target = status[0].window.clone();
+    let start = chrono::DateTime::parse_from_rfc3339(&format!("{target}:00:00Z"))
+        .unwrap()
+        .timestamp_millis();
+    let late: String = (0..10)
+        .map(|i| {
+            format!(
+                "{{\"timestamp\":{},\"level\":\"INFO\",\"service\":\"late\",\"message\":\"late {i}\",\"stream\":\"logs-tenant-0002\"}}\n",
+                start + i
+            )
+        })
+        .collect();
+    let path = env.data_dir().join("late.ndjson");
+    std::fs::write(&path, late).unwrap();
+    env.forward(&path, logferry_forward::Format::Ndjson).await;
+    let second = env.run().await;
+    assert_eq!(second.windows.len(), 1);
+    assert_eq!(second.windows[0].export, "awaiting_seal");
+    let st = logferry::status::status(&env.ctx().await).await.unwrap();
+    assert_eq!(
+        st.iter().find(|s| s.window == target).unwrap().export,
+        "awaiting_seal"
+    );
+    assert!(
+        !env.reconcile().await.balanced,
+        "the late rows are not loaded yet"
+    );
+
+    // The seal replaces the day with every window's current objects.
+    let sealed = logferry::run::run(
+        &env.ctx().await,
+        logferry::run::RunOptions {
+            seal: true,
+            quiet: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(sealed.seals.len(), 1);
+    let rec = env.reconcile().await;
+    assert!(rec.balanced, "{rec:?}");
+    assert_eq!(rec.totals.loaded, before.totals.loaded + 10);
+    assert_eq!(
+        env.scalar("SELECT count(*) FROM warehouse WHERE service = 'late'")
+            .await,
+        10
+    );
+    let st = logferry::status::status(&env.ctx().await).await.unwrap();
+    assert!(st.iter().all(|s| s.export == "sealed"), "{st:?}");
+    // Nothing changed: no second seal, even when due by the clock.
+    let text = std::fs::read_to_string(&env.config)
+        .unwrap()
+        .replace(NOW, "2026-01-16T03:00:00Z");
+    std::fs::write(&env.config, text).unwrap();
+    let again = env.run().await;
+    assert!(again.seals.is_empty());
+    assert_eq!(env.reconcile().await.tenants, rec.tenants);
 }

@@ -1057,6 +1057,34 @@ mod tests {
     }
 
     #[test]
+    fn example_configs_validate() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
+        for (file, env) in [
+            ("deployment.example.toml", vec![]),
+            (
+                "emulators.example.toml",
+                vec![
+                    (
+                        "BIGQUERY_EMULATOR_HOST".to_string(),
+                        "127.0.0.1:9050".to_string(),
+                    ),
+                    ("BIGQUERY_PROJECT".to_string(), "test-project".to_string()),
+                ],
+            ),
+        ] {
+            let (c, _) = Config::load(Some(&root.join(file)), env).unwrap();
+            let s = c
+                .validate(Path::new("/d"))
+                .unwrap_or_else(|e| panic!("{file}: {e}"));
+            assert!(
+                matches!(s.warehouse, WarehouseSettings::BigQuery(_)),
+                "{file}"
+            );
+            assert!(s.lake_url.starts_with("s3://") && s.export_url.starts_with("gs://"));
+        }
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(
             parse_duration("x", "500ms").unwrap(),

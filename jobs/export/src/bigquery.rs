@@ -377,11 +377,18 @@ impl BigQueryWarehouse {
     /// loaded and whether it had been submitted before.
     async fn run_job(&self, job: &LoadJob, uris: Vec<String>) -> Result<(String, bool)> {
         let s = &self.settings;
+        // Job ids are unique per project, not per dataset: two datasets
+        // loaded with the same content must not share one.
+        let base = format!(
+            "{}_{}",
+            job.job_id,
+            &logferry_core::ids::hash_hex(format!("{}.{}", s.project, s.dataset).as_bytes())[..8]
+        );
         for attempt in 0..100u32 {
             let id = if attempt == 0 {
-                job.job_id.clone()
+                base.clone()
             } else {
-                format!("{}_r{attempt}", job.job_id)
+                format!("{base}_r{attempt}")
             };
             match self
                 .client
@@ -390,6 +397,25 @@ impl BigQueryWarehouse {
                 .await
             {
                 Ok(j) => {
+                    // A job under our id must be ours: same destination.
+                    let dest = j
+                        .configuration
+                        .as_ref()
+                        .and_then(|c| c.load.as_ref())
+                        .and_then(|l| l.destination_table.as_ref())
+                        .map(|t| (t.dataset_id.clone(), t.table_id.clone()));
+                    let ours = dest.as_ref().is_some_and(|(d, t)| {
+                        *d == s.dataset
+                            && (*t == job.table || t.starts_with(&format!("{}$", job.table)))
+                    });
+                    if !ours {
+                        return Err(Error::LoadFailed {
+                            job_id: id,
+                            message: format!(
+                                "a job with this id exists with another destination ({dest:?})"
+                            ),
+                        });
+                    }
                     let status = j.status.unwrap_or_default();
                     if status.state.as_deref() == Some("DONE") && status.error_result.is_some() {
                         tracing::info!(job_id = %id, "Earlier attempt of the load failed: trying the next job id.");
@@ -425,7 +451,7 @@ impl BigQueryWarehouse {
             return Ok((id, existed));
         }
         Err(Error::LoadFailed {
-            job_id: job.job_id.clone(),
+            job_id: base,
             message: "100 attempts of this load failed".into(),
         })
     }

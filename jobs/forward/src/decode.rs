@@ -413,6 +413,34 @@ impl<'s> Decoder<'s> {
         }
     }
 
+    /// A record from a stream no tenant owns: refused whole.
+    pub fn unknown_stream(
+        &mut self,
+        data: &[u8],
+        stream: &str,
+        ctx: &ItemCtx<'_>,
+        pos: Pos<'_>,
+        out: &mut dyn Emit,
+    ) {
+        let rej = Rejection::new(
+            Reason::UnknownTenant,
+            format!("stream {stream:?} belongs to no configured tenant"),
+        );
+        let len = data.len() as u64;
+        self.reject(
+            out,
+            ctx,
+            pos,
+            &rej,
+            UNKNOWN_TENANT,
+            Some(stream),
+            None,
+            None,
+            data,
+            len,
+        );
+    }
+
     /// One JSON record whose tenant the source settled.
     #[allow(clippy::too_many_arguments)]
     pub fn json_record(

@@ -30,12 +30,11 @@ use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 
 use logferry_core::config::{AwsSettings, Settings, Tenant};
-use logferry_core::ids::IdHasher;
 use logferry_core::ledger::Ledger;
 use logferry_core::partition::{STATE, Stage, TenantId, Window, dlq_file, landing_file};
 use logferry_core::storage::{Created, Location, writer_properties};
 
-use crate::batcher::{ChunkSink, DecodeStats};
+use crate::batcher::{ChunkOut, ChunkSink, DecodeStats};
 use crate::decode::{Decoder, ItemCtx};
 use crate::error::{Error, Result};
 use crate::job::write_object;
@@ -405,48 +404,20 @@ impl KinesisForwarder {
             ..
         } = p;
         let out = sink.finish(&self.tenant_ids).map_err(Error::Writer)?;
+        let stats = out.stats.clone();
         if let (Some(first), Some(last)) = (&first, &last) {
-            let id = format!(
-                "kinesis-{stream}-{shard}-{first}-{last}-{}",
-                &IdHasher::new()
-                    .part(first.as_bytes())
-                    .part(last.as_bytes())
-                    .hex()[..8]
-            );
-            for ((t, hour), part) in out.landing {
-                let tenant = &self.tenant_ids[t];
-                let (Ok(tid), Some(w)) = (TenantId::new(tenant), Window::from_hour_index(hour))
-                else {
-                    return Err(Error::Internal(format!(
-                        "no partition for {tenant} hour {hour}"
-                    )));
-                };
-                let written = write_object(
-                    &self.lake.store,
-                    &self.ledger,
-                    self.props.clone(),
-                    landing_file(&tid, w, &id),
-                    vec![part.batch],
-                    Some((w, tenant.clone(), id.clone())),
-                )
-                .await?;
-                count(&mut c.report, written.created);
-            }
-            for ((key, hour), part) in out.dlq {
-                let Some(w) = Window::from_hour_index(hour) else {
-                    return Err(Error::Internal(format!("no window for hour {hour}")));
-                };
-                let written = write_object(
-                    &self.lake.store,
-                    &self.ledger,
-                    self.props.clone(),
-                    dlq_file(Stage::Forward, &key, w, &id),
-                    vec![part.batch],
-                    None,
-                )
-                .await?;
-                count(&mut c.report, written.created);
-            }
+            let id = format!("kinesis-{stream}-{shard}-{first}-{last}");
+            let (new, existing) = land(
+                &self.lake,
+                &self.ledger,
+                &self.props,
+                &self.tenant_ids,
+                out,
+                &id,
+            )
+            .await?;
+            c.report.objects += new;
+            c.report.objects_existing += existing;
         }
         // Everything above is durable: now the checkpoint may move.
         if last.is_some() || finished {
@@ -464,7 +435,7 @@ impl KinesisForwarder {
             c.prev_version = Some(v);
             c.report.checkpoint = cp.sequence_number;
         }
-        Ok(out.stats)
+        Ok(stats)
     }
 
     async fn shard(
@@ -613,11 +584,58 @@ impl KinesisForwarder {
     }
 }
 
-fn count(report: &mut ShardReport, created: Created) {
-    match created {
-        Created::New => report.objects += 1,
-        Created::Existed => report.objects_existing += 1,
+/// Writes what a chunk decoded to as landing and dead-letter objects named
+/// `<id>` (deterministic for the records they hold), each create-once.
+/// Returns (objects written, objects found already written).
+pub async fn land(
+    lake: &Location,
+    ledger: &Ledger,
+    props: &WriterProperties,
+    tenant_ids: &[String],
+    out: ChunkOut,
+    id: &str,
+) -> Result<(u64, u64)> {
+    let (mut new, mut existing) = (0, 0);
+    let mut count = |c: Created| match c {
+        Created::New => new += 1,
+        Created::Existed => existing += 1,
+    };
+    for ((t, hour), part) in out.landing {
+        let tenant = tenant_ids
+            .get(t)
+            .ok_or_else(|| Error::Internal(format!("tenant index {t} out of range")))?;
+        let (Ok(tid), Some(w)) = (TenantId::new(tenant), Window::from_hour_index(hour)) else {
+            return Err(Error::Internal(format!(
+                "no partition for {tenant} hour {hour}"
+            )));
+        };
+        let written = write_object(
+            &lake.store,
+            ledger,
+            props.clone(),
+            landing_file(&tid, w, id),
+            vec![part.batch],
+            Some((w, tenant.clone(), id.to_string())),
+        )
+        .await?;
+        count(written.created);
     }
+    for ((key, hour), part) in out.dlq {
+        let Some(w) = Window::from_hour_index(hour) else {
+            return Err(Error::Internal(format!("no window for hour {hour}")));
+        };
+        let written = write_object(
+            &lake.store,
+            ledger,
+            props.clone(),
+            dlq_file(Stage::Forward, &key, w, id),
+            vec![part.batch],
+            None,
+        )
+        .await?;
+        count(written.created);
+    }
+    Ok((new, existing))
 }
 
 fn backoff(attempt: u32) -> Duration {

@@ -1,0 +1,233 @@
+//! AWS Lambda handlers, as plain async functions (the `logferry-lambda`
+//! binary wires them to the Lambda runtime; the tests call them directly):
+//!
+//! - CloudWatch Logs subscription events (`{"awslogs":{"data":...}}`): the
+//!   payload goes through the same decoder as files, tenant from the log
+//!   group;
+//! - Kinesis events (`{"Records":[{"eventSource":"aws:kinesis",...}]}`): the
+//!   tenant from the stream of `eventSourceARN`; a batch whose objects could
+//!   not be written reports its records as batch item failures, so Lambda
+//!   retries exactly those;
+//! - EventBridge scheduled events (`{"detail-type":"Scheduled Event",...}`):
+//!   one `run` of every window with unprocessed data.
+//!
+//! Object names derive from the records (shard and sequence range, or the
+//! payload's hash), so a retried invocation finds its own earlier objects.
+
+use anyhow::{Context as _, Result, bail};
+use aws_lambda_events::kinesis::KinesisEvent;
+use aws_lambda_events::streams::KinesisEventResponse;
+use base64::Engine;
+use chrono::Utc;
+use serde::Serialize;
+use serde::de::Deserialize;
+use serde_json::Value;
+
+use logferry_core::ids::hash_hex;
+use logferry_core::ledger::Ledger;
+use logferry_core::partition::STATE;
+use logferry_core::storage::writer_properties;
+use logferry_forward::batcher::{ChunkSink, DecodeStats};
+use logferry_forward::decode::{Decoder, ItemCtx, Pos};
+use logferry_forward::kinesis::land;
+
+use crate::context::Ctx;
+
+/// What a CloudWatch Logs invocation did.
+#[derive(Debug, Clone, Serialize)]
+pub struct LogsOutcome {
+    /// Decoder counts.
+    pub decode: DecodeStats,
+    /// Objects written.
+    pub objects: u64,
+    /// Objects found already written (a retried invocation).
+    pub objects_existing: u64,
+}
+
+/// The kind of event an invocation carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// CloudWatch Logs subscription.
+    Logs,
+    /// Kinesis event source mapping.
+    Kinesis,
+    /// EventBridge schedule.
+    Schedule,
+}
+
+/// Tells the event kinds apart by their shape.
+pub fn kind(v: &Value) -> Option<EventKind> {
+    if v.pointer("/awslogs/data").is_some() {
+        Some(EventKind::Logs)
+    } else if v.pointer("/Records/0/eventSource").and_then(Value::as_str) == Some("aws:kinesis") {
+        Some(EventKind::Kinesis)
+    } else if v.get("detail-type").is_some() && v.get("source").is_some() {
+        Some(EventKind::Schedule)
+    } else {
+        None
+    }
+}
+
+fn tenant_ids(ctx: &Ctx) -> Vec<String> {
+    ctx.settings
+        .tenants
+        .all()
+        .iter()
+        .map(|t| t.id.to_string())
+        .collect()
+}
+
+fn now_us(ctx: &Ctx) -> i64 {
+    ctx.settings
+        .forward
+        .reference_time
+        .unwrap_or_else(Utc::now)
+        .timestamp_micros()
+}
+
+/// A CloudWatch Logs subscription event.
+pub async fn handle_logs(ctx: &Ctx, event: &Value) -> Result<LogsOutcome> {
+    let data = event
+        .pointer("/awslogs/data")
+        .and_then(Value::as_str)
+        .context("awslogs.data is missing")?;
+    let now = now_us(ctx);
+    let ids = tenant_ids(ctx);
+    let mut decoder = Decoder::new(&ctx.settings.forward, &ctx.settings.tenants, now);
+    let mut sink = ChunkSink::new(ids.len(), now);
+    let input = "lambda:cloudwatch-logs";
+    let item = ItemCtx {
+        input,
+        ingest_us: Utc::now().timestamp_micros(),
+    };
+    // The same path as a line of a subscription file: base64, bounded
+    // gunzip, envelope; refusals are dead-lettered, never errors.
+    decoder.cloudwatch_line(data.as_bytes(), &item, 1, &mut sink);
+    let out = sink.finish(&ids).map_err(anyhow::Error::msg)?;
+    let decode = out.stats.clone();
+    let id = format!("lambda-logs-{}", hash_hex(data.as_bytes()));
+    let props = writer_properties(&ctx.settings.parquet)?;
+    let ledger = Ledger::new(ctx.lake.store.clone(), STATE);
+    let (objects, objects_existing) = land(&ctx.lake, &ledger, &props, &ids, out, &id).await?;
+    Ok(LogsOutcome {
+        decode,
+        objects,
+        objects_existing,
+    })
+}
+
+/// A Kinesis event. Returns the batch item failures to report.
+pub async fn handle_kinesis(ctx: &Ctx, event: &Value) -> Result<KinesisEventResponse> {
+    let ev = KinesisEvent::deserialize(event).context("not a Kinesis event")?;
+    let ids = tenant_ids(ctx);
+    let now = now_us(ctx);
+    let props = writer_properties(&ctx.settings.parquet)?;
+    let ledger = Ledger::new(ctx.lake.store.clone(), STATE);
+    let mut response = KinesisEventResponse::default();
+    // One event may hold records of several shards (and streams): group
+    // them so that object names follow each shard's sequence range.
+    let mut groups: std::collections::BTreeMap<(String, String), Vec<usize>> = Default::default();
+    for (i, r) in ev.records.iter().enumerate() {
+        let stream = r
+            .event_source_arn
+            .as_deref()
+            .and_then(|a| a.rsplit_once(":stream/").map(|(_, s)| s.to_string()))
+            .unwrap_or_default();
+        let shard = r
+            .event_id
+            .as_deref()
+            .and_then(|e| e.split_once(':').map(|(s, _)| s.to_string()))
+            .unwrap_or_else(|| "shardId-unknown".into());
+        groups.entry((stream, shard)).or_default().push(i);
+    }
+    for ((stream, shard), idx) in groups {
+        let mut decoder = Decoder::new(&ctx.settings.forward, &ctx.settings.tenants, now);
+        let arrival = ev.records[idx[0]]
+            .kinesis
+            .approximate_arrival_timestamp
+            .timestamp_micros();
+        let mut sink = ChunkSink::new(ids.len(), arrival);
+        let input = format!("lambda:kinesis:{stream}/{shard}");
+        let item = ItemCtx {
+            input: &input,
+            ingest_us: Utc::now().timestamp_micros(),
+        };
+        let tenant = ctx.settings.tenants.by_stream(&stream);
+        for &i in &idx {
+            let k = &ev.records[i].kinesis;
+            match tenant {
+                Some(t) => decoder.kinesis_record(
+                    &k.data,
+                    t,
+                    &stream,
+                    &shard,
+                    &k.sequence_number,
+                    &item,
+                    &mut sink,
+                ),
+                None => decoder.unknown_stream(
+                    &k.data,
+                    &stream,
+                    &item,
+                    Pos::Record(&k.sequence_number),
+                    &mut sink,
+                ),
+            }
+        }
+        let first = &ev.records[idx[0]].kinesis.sequence_number;
+        let last = &ev.records[idx[idx.len() - 1]].kinesis.sequence_number;
+        let id = format!("lambda-kinesis-{stream}-{shard}-{first}-{last}");
+        let landed = match sink.finish(&ids) {
+            Ok(out) => land(&ctx.lake, &ledger, &props, &ids, out, &id)
+                .await
+                .map_err(anyhow::Error::from),
+            Err(e) => Err(anyhow::Error::msg(e)),
+        };
+        if let Err(e) = landed {
+            // Lambda retries from the first failed item of each shard.
+            tracing::error!(error = %e, %stream, %shard, "Landing a Kinesis batch failed.");
+            response.add_failure(first.clone());
+        }
+    }
+    Ok(response)
+}
+
+/// An EventBridge scheduled event: one run.
+pub async fn handle_schedule(ctx: &Ctx, _event: &Value) -> Result<crate::run::RunReport> {
+    crate::run::run(
+        ctx,
+        crate::run::RunOptions {
+            quiet: true,
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+/// Any event: dispatches on its shape and returns the response body.
+pub async fn handle(ctx: &Ctx, event: Value) -> Result<Value> {
+    match kind(&event) {
+        Some(EventKind::Logs) => Ok(serde_json::to_value(handle_logs(ctx, &event).await?)?),
+        Some(EventKind::Kinesis) => Ok(serde_json::to_value(handle_kinesis(ctx, &event).await?)?),
+        Some(EventKind::Schedule) => {
+            let r = handle_schedule(ctx, &event).await?;
+            Ok(serde_json::json!({
+                "windows": r.windows.len(),
+                "worked": r.worked(),
+                "seals": r.seals.len(),
+            }))
+        }
+        None => bail!(
+            "unrecognised event: expected a CloudWatch Logs subscription, a Kinesis or an EventBridge scheduled event"
+        ),
+    }
+}
+
+/// base64 of gzip of `json`: how CloudWatch Logs wraps a subscription
+/// payload (for tests and tools).
+pub fn awslogs_data(json: &str) -> std::io::Result<String> {
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(json.as_bytes())?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(enc.finish()?))
+}

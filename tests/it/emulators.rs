@@ -1,0 +1,541 @@
+//! The real-service code paths against local servers speaking the same
+//! protocols: Kinesis and S3 on moto, GCS on gcp-storage-emulator, BigQuery on
+//! bqemulator. Where an emulator lacks what the real service does, the test
+//! says so and a focused test covers that path (see docs/emulators.md).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use arrow::array::{ArrayRef, RecordBatch, StringArray, TimestampMicrosecondArray};
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::{PutRecordsRequestEntry, StreamStatus};
+use bytes::Bytes;
+
+use logferry_core::partition::Window;
+use logferry_core::schema::{LOG_RECORDS_TABLE, log_record_schema};
+use logferry_core::storage::{Created, encode_parquet};
+use logferry_export::{
+    ExportStore, LoadJob, PartitionId, Partitioning, Warehouse, WarehouseHandle, WriteMode,
+};
+use logferry_forward::KinesisForwarder;
+
+use crate::common::*;
+
+/// `count` log records of `tenant` in window `w`, in the table's column order.
+fn records(tenant: &str, w: Window, count: usize, tag: &str) -> RecordBatch {
+    let n = count;
+    let s = |f: &dyn Fn(usize) -> String| -> ArrayRef {
+        Arc::new(StringArray::from((0..n).map(f).collect::<Vec<_>>()))
+    };
+    let ts = |off: i64| -> ArrayRef {
+        Arc::new(
+            TimestampMicrosecondArray::from(
+                (0..n as i64)
+                    .map(|i| w.start().timestamp_micros() + off + i * 1_000_000)
+                    .collect::<Vec<_>>(),
+            )
+            .with_timezone("UTC"),
+        )
+    };
+    let null = || -> ArrayRef { Arc::new(StringArray::from(vec![None::<&str>; n])) };
+    RecordBatch::try_new(
+        log_record_schema(),
+        vec![
+            s(&|i| format!("{tag}-{i}")),
+            s(&|_| tenant.to_string()),
+            ts(0),
+            ts(60_000_000),
+            s(&|_| "INFO".into()),
+            s(&|_| "svc".into()),
+            s(&|i| format!("message {i}")),
+            null(),
+            null(),
+            s(&|_| format!("logs-{tenant}")),
+            null(),
+            null(),
+        ],
+    )
+    .unwrap()
+}
+
+fn parquet(batch: &RecordBatch) -> Bytes {
+    let props = parquet::file::properties::WriterProperties::builder().build();
+    encode_parquet(&batch.schema(), std::slice::from_ref(batch), &props).unwrap()
+}
+
+/// Kinesis → S3 → aggregate → GCS → BigQuery load jobs, with exact counts
+/// per tenant from BigQuery; a rerun and a replay after a lost checkpoint
+/// land and load nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kinesis_to_bigquery_end_to_end() {
+    let tenants = 3;
+    let stream_prefix = unique("k");
+    let mut toml = String::new();
+    for i in 0..tenants {
+        toml.push_str(&format!(
+            "[[tenant]]\nid = \"tenant-{i:04}\"\nstreams = [\"{stream_prefix}-{i}\"]\nlog_groups = [\"/tenants/tenant-{i:04}/\"]\n\n"
+        ));
+    }
+    let Some(env) = Env::with_tenants(Backend::Emulators, "", &toml) else {
+        return;
+    };
+    let ctx = env.ctx().await;
+    let fwd = KinesisForwarder::new(ctx.settings.clone(), ctx.lake.clone())
+        .await
+        .unwrap();
+    let k = fwd.client();
+    for i in 0..tenants {
+        k.create_stream()
+            .stream_name(format!("{stream_prefix}-{i}"))
+            .shard_count(2)
+            .send()
+            .await
+            .unwrap();
+    }
+    for i in 0..tenants {
+        loop {
+            let d = k
+                .describe_stream_summary()
+                .stream_name(format!("{stream_prefix}-{i}"))
+                .send()
+                .await
+                .unwrap();
+            if d.stream_description_summary.unwrap().stream_status == StreamStatus::Active {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    let base = NOW_MS - 30 * 60_000;
+    let mut expected: BTreeMap<String, (u64, u64, u64, u64)> = BTreeMap::new();
+    for i in 0..tenants {
+        let t = format!("tenant-{i:04}");
+        let other = format!("tenant-{:04}", (i + 1) % tenants);
+        let mut data: Vec<Vec<u8>> = Vec::new();
+        for j in 0..40 {
+            data.push(format!(
+                r#"{{"timestamp":{},"level":"INFO","service":"api","message":"request {j}","tenant_id":"{t}"}}"#,
+                base + j * 1000
+            ).into_bytes());
+        }
+        data.push(b"{not json".to_vec());
+        data.push(format!(r#"{{"timestamp":{base},"level":"INFO","service":"api","message":"m","tenant_id":"{other}"}}"#).into_bytes());
+        data.push(
+            format!(
+                r#"{{"timestamp":{},"level":"INFO","service":"api","message":"old"}}"#,
+                base - 30 * 86_400_000
+            )
+            .into_bytes(),
+        );
+        let envelope = |group: &str| {
+            let events: Vec<String> = (0..5)
+                .map(|e| format!(
+                    r#"{{"id":"{i}{e:055}","timestamp":{},"message":"{{\"level\":\"WARN\",\"service\":\"worker\",\"message\":\"event {e}\",\"timestamp\":{}}}"}}"#,
+                    base + e, base + e
+                ))
+                .collect();
+            let json = format!(
+                r#"{{"messageType":"DATA_MESSAGE","owner":"123456789012","logGroup":"{group}","logStream":"s","subscriptionFilters":["f"],"logEvents":[{}]}}"#,
+                events.join(",")
+            );
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            std::io::Write::write_all(&mut enc, json.as_bytes()).unwrap();
+            enc.finish().unwrap()
+        };
+        let own = envelope(&format!("/tenants/{t}/worker"));
+        data.push(own.clone());
+        data.push(own); // an exact redelivery: same event ids
+        data.push(envelope(&format!("/tenants/{other}/worker")));
+        let entries: Vec<PutRecordsRequestEntry> = data
+            .into_iter()
+            .enumerate()
+            .map(|(n, d)| {
+                PutRecordsRequestEntry::builder()
+                    .data(Blob::new(d))
+                    .partition_key(format!("pk-{n}"))
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        let out = k
+            .put_records()
+            .stream_name(format!("{stream_prefix}-{i}"))
+            .set_records(Some(entries))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(out.failed_record_count, Some(0));
+        // received 40 + 3 bad + 5 + 5 redelivered + 1 foreign envelope;
+        // refused 3 + the foreign envelope; 5 duplicates; 45 loaded.
+        expected.insert(t, (54, 45, 4, 5));
+    }
+
+    let once = |f: KinesisForwarder| async move {
+        f.run(true, Arc::new(AtomicBool::new(false))).await.unwrap()
+    };
+    let first = once(fwd.clone()).await;
+    assert_eq!(first.decode.received, 54 * tenants as u64);
+    assert_eq!(first.shards.len(), 2 * tenants);
+    assert!(
+        first
+            .shards
+            .iter()
+            .all(|s| s.checkpoint.is_some() || s.kinesis_records == 0)
+    );
+    let run = env.run().await;
+    assert!(
+        run.windows.iter().all(|w| w.export == "appended"),
+        "{:?}",
+        run.windows
+    );
+    let rec = env.reconcile().await;
+    let got: BTreeMap<String, (u64, u64, u64, u64)> = rec
+        .tenants
+        .iter()
+        .map(|(t, b)| {
+            (
+                t.clone(),
+                (b.received, b.loaded, b.dead_lettered, b.duplicates),
+            )
+        })
+        .collect();
+    assert_eq!(got, expected, "counted from BigQuery");
+    assert!(rec.balanced);
+
+    // Nothing new: no objects, no load jobs.
+    let again = once(fwd.clone()).await;
+    assert_eq!(again.decode.received, 0);
+    assert!(again.shards.iter().all(|s| s.objects == 0));
+    let run = env.run().await;
+    assert!(run.windows.is_empty(), "{:?}", run.windows);
+
+    // A forwarder that died after landing and before checkpointing replays
+    // from the older checkpoint and finds its own objects.
+    let ledger = logferry_core::ledger::Ledger::new(ctx.lake.store.clone(), "_state");
+    for key in ledger.list("checkpoints").await.unwrap() {
+        ledger.remove(&key).await.unwrap();
+    }
+    let replay = once(fwd.clone()).await;
+    assert_eq!(replay.decode.received, 54 * tenants as u64);
+    assert!(
+        replay.shards.iter().all(|s| s.objects == 0),
+        "{:?}",
+        replay.shards
+    );
+    assert!(
+        replay
+            .shards
+            .iter()
+            .map(|s| s.objects_existing)
+            .sum::<u64>()
+            > 0
+    );
+    let run = env.run().await;
+    assert!(
+        run.windows
+            .iter()
+            .all(|w| w.aggregate == "up_to_date" && w.export == "up_to_date")
+    );
+    assert_eq!(env.reconcile().await.tenants, rec.tenants);
+}
+
+fn bigquery(ctx: &logferry::context::Ctx) -> Arc<logferry_export::bigquery::BigQueryWarehouse> {
+    match &ctx.warehouse {
+        WarehouseHandle::BigQuery(b) => b.clone(),
+        WarehouseHandle::Local(_) => panic!("expected BigQuery"),
+    }
+}
+
+/// A load job that already ran (a run that died before its ledger commit)
+/// is found and waited on, not run again; a failing load is reported with
+/// its job id and BigQuery's message, and the next attempt succeeds under
+/// the next job id (a failed job id can never run again in BigQuery).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_jobs_resume_and_retry() {
+    let Some(env) = Env::on(Backend::Emulators, "") else {
+        return;
+    };
+    let ctx = env.ctx().await;
+    let bq = bigquery(&ctx);
+    let w = Window::parse("2026-01-15T10").unwrap();
+    let batch = records("tenant-0001", w, 7, "a");
+    assert_eq!(
+        ctx.export
+            .put_create("manual/a.parquet", parquet(&batch))
+            .await
+            .unwrap(),
+        Created::New
+    );
+    let job = |id: &str, file: &str| LoadJob {
+        job_id: format!("{}_{id}", env.id),
+        table: LOG_RECORDS_TABLE.into(),
+        partition: PartitionId::of(w, Partitioning::Day),
+        mode: WriteMode::Append,
+        files: vec![file.into()],
+        schema: log_record_schema(),
+        rows: 7,
+        window: Some(w),
+    };
+    let first = bq.load(&job("a", "manual/a.parquet")).await.unwrap();
+    assert!(!first.already_done);
+    let again = bq.load(&job("a", "manual/a.parquet")).await.unwrap();
+    assert!(again.already_done, "the existing job was run again");
+    let counts = bq
+        .count_by_tenant(LOG_RECORDS_TABLE, Some(w))
+        .await
+        .unwrap();
+    assert_eq!(counts.get("tenant-0001"), Some(&7));
+
+    // A missing source object fails the job: reported with the job id.
+    let w2 = Window::parse("2026-01-15T11").unwrap();
+    let mut missing = job("b", "manual/b.parquet");
+    missing.window = Some(w2);
+    let e = bq.load(&missing).await.unwrap_err().to_string();
+    assert!(e.contains(&missing.job_id) && e.contains("failed"), "{e}");
+    // The next run, with the object in place, loads under the next id.
+    ctx.export
+        .put_create(
+            "manual/b.parquet",
+            parquet(&records("tenant-0001", w2, 7, "b")),
+        )
+        .await
+        .unwrap();
+    let retried = bq.load(&missing).await.unwrap();
+    assert!(
+        retried.job_id.starts_with(&missing.job_id) && retried.job_id.ends_with("_r1"),
+        "{}",
+        retried.job_id
+    );
+    let counts = bq
+        .count_by_tenant(LOG_RECORDS_TABLE, Some(w2))
+        .await
+        .unwrap();
+    assert_eq!(counts.get("tenant-0001"), Some(&7));
+}
+
+/// Gap: bqemulator 1.4.0 has no partition decorators (`table$YYYYMMDD`),
+/// which the seal's WRITE_TRUNCATE into a day partition uses. This test pins
+/// the gap (it fails the day the emulator gains decorators, so the seal can
+/// join the end-to-end suite); the seal is covered by the request-shape unit
+/// test in jobs/export/src/bigquery.rs and by the seal tests on the local
+/// warehouse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gap_bigquery_emulator_has_no_partition_decorators() {
+    let Some(env) = Env::on(Backend::Emulators, "") else {
+        return;
+    };
+    let ctx = env.ctx().await;
+    let bq = bigquery(&ctx);
+    let w = Window::parse("2026-01-15T10").unwrap();
+    ctx.export
+        .put_create(
+            "manual/c.parquet",
+            parquet(&records("tenant-0002", w, 3, "c")),
+        )
+        .await
+        .unwrap();
+    let seal = LoadJob {
+        job_id: format!("{}_seal", env.id),
+        table: LOG_RECORDS_TABLE.into(),
+        partition: PartitionId::of(w, Partitioning::Day),
+        mode: WriteMode::Replace,
+        files: vec!["manual/c.parquet".into()],
+        schema: log_record_schema(),
+        rows: 3,
+        window: None,
+    };
+    let e = bq.load(&seal).await.unwrap_err().to_string();
+    assert!(
+        e.contains("Invalid table id"),
+        "the emulator now takes decorators: {e}"
+    );
+}
+
+/// GCS export objects are created once, hold exactly the bytes sent, and a
+/// different object under an existing name is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gcs_export_objects_are_exact_and_created_once() {
+    let Some(env) = Env::on(Backend::Emulators, "") else {
+        return;
+    };
+    let e = emulators().unwrap();
+    let ctx = env.ctx().await;
+    let bytes = Bytes::from(vec![42u8; 300_000]);
+    let path = "integrity/one.bin";
+    assert_eq!(
+        ctx.export.put_create(path, bytes.clone()).await.unwrap(),
+        Created::New
+    );
+    assert_eq!(
+        ctx.export.put_create(path, bytes.clone()).await.unwrap(),
+        Created::Existed
+    );
+    let other = ctx
+        .export
+        .put_create(path, Bytes::from_static(b"other"))
+        .await;
+    assert!(
+        matches!(other, Err(logferry_export::Error::ExportMismatch { .. })),
+        "{other:?}"
+    );
+    assert_eq!(ctx.export.get(path).await.unwrap(), bytes);
+    let uri = ctx.export.uri(path);
+    let on_disk = e.gcs_root.join(uri.trim_start_matches("gs://"));
+    assert_eq!(std::fs::read(on_disk).unwrap(), bytes.to_vec());
+    ctx.export.delete(path).await.unwrap();
+    ctx.export.delete(path).await.unwrap();
+}
+
+/// The ledger's create-if-absent commits hold on S3 as on a local disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ledger_commits_are_conditional_on_s3() {
+    let Some(env) = Env::on(Backend::Emulators, "") else {
+        return;
+    };
+    let ctx = env.ctx().await;
+    let l = logferry_core::ledger::Ledger::new(ctx.lake.store.clone(), "_state");
+    assert_eq!(l.commit("t/key", None, &1u32).await.unwrap(), 1);
+    let lost = l.commit("t/key", None, &2u32).await.unwrap_err();
+    assert!(
+        matches!(lost, logferry_core::Error::Conflict { .. }),
+        "{lost}"
+    );
+    assert_eq!(l.commit("t/key", Some(1), &3u32).await.unwrap(), 2);
+    assert_eq!(l.latest::<u32>("t/key").await.unwrap().unwrap().value, 3);
+}
+
+/// Gap: bqemulator re-runs a job submitted again under the same id, where
+/// BigQuery answers 409 "duplicate". The warehouse asks for the job before
+/// submitting (tested above on the emulator); the 409 branch, for two runners
+/// racing, is covered here against a small stand-in server that answers as
+/// BigQuery does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_job_id_is_waited_on() {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let inserts = Arc::new(AtomicUsize::new(0));
+    let gets = Arc::new(AtomicUsize::new(0));
+    let (ins, gts) = (inserts.clone(), gets.clone());
+    let fields: Vec<String> = log_record_schema()
+        .fields()
+        .iter()
+        .map(|f| format!(r#"{{"name":"{}","type":"STRING"}}"#, f.name()))
+        .collect();
+    let table = format!(
+        r#"{{"tableReference":{{"projectId":"p","datasetId":"d","tableId":"log_records"}},"schema":{{"fields":[{}]}}}}"#,
+        fields.join(",")
+    );
+    tokio::spawn(async move {
+        loop {
+            let Ok((sock, _)) = listener.accept().await else {
+                return;
+            };
+            let (ins, gts, table) = (ins.clone(), gts.clone(), table.clone());
+            tokio::spawn(async move {
+                let mut r = BufReader::new(sock);
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let mut parts = line.split_whitespace();
+                    let (method, path) = (
+                        parts.next().unwrap_or("").to_string(),
+                        parts.next().unwrap_or("").to_string(),
+                    );
+                    let mut len = 0;
+                    loop {
+                        let mut h = String::new();
+                        r.read_line(&mut h).await.unwrap();
+                        if h == "\r\n" || h.is_empty() {
+                            break;
+                        }
+                        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0; len];
+                    r.read_exact(&mut body).await.unwrap();
+                    let dup = r#"{"error":{"code":409,"message":"Already Exists","errors":[{"reason":"duplicate","message":"Already Exists"}],"status":"ALREADY_EXISTS"}}"#;
+                    let (status, reply) = if method == "POST" && path.ends_with("/jobs") {
+                        ins.fetch_add(1, Ordering::SeqCst);
+                        (409, dup.to_string())
+                    } else if method == "POST"
+                        && (path.ends_with("/datasets") || path.ends_with("/tables"))
+                    {
+                        (409, dup.to_string())
+                    } else if method == "GET" && path.contains("/tables/log_records") {
+                        (200, table.clone())
+                    } else if method == "GET" && path.contains("/jobs/") {
+                        // Not there when first asked; there (and done) once
+                        // the other runner's submit "won".
+                        if gts.fetch_add(1, Ordering::SeqCst) == 0 {
+                            (404, r#"{"error":{"code":404,"message":"Not found: Job","errors":[{"reason":"notFound","message":"Not found"}],"status":"NOT_FOUND"}}"#.to_string())
+                        } else {
+                            (200, r#"{"jobReference":{"projectId":"p","jobId":"j"},"status":{"state":"DONE"}}"#.to_string())
+                        }
+                    } else if method == "POST" && path.ends_with("/queries") {
+                        (
+                            200,
+                            r#"{"jobComplete":true,"rows":[{"f":[{"v":"7"}]}]}"#.to_string(),
+                        )
+                    } else {
+                        (
+                            500,
+                            format!(
+                                r#"{{"error":{{"code":500,"message":"unexpected {method} {path}","errors":[]}}}}"#
+                            ),
+                        )
+                    };
+                    let resp = format!(
+                        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{reply}",
+                        reply.len()
+                    );
+                    if r.get_mut().write_all(resp.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let settings = logferry_core::config::BigQuerySettings {
+        project: "p".into(),
+        dataset: "d".into(),
+        location: "US".into(),
+        endpoint: format!("http://{addr}/bigquery/v2"),
+        authenticate: false,
+        credentials: None,
+        partition_expiration: None,
+        poll_initial: std::time::Duration::from_millis(1),
+        poll_max: std::time::Duration::from_millis(5),
+        job_timeout: std::time::Duration::from_secs(5),
+        verify_loads: true,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let export: Arc<dyn ExportStore> = Arc::new(logferry_export::ObjectExport::new(
+        logferry_core::storage::Location::open(dir.path().to_str().unwrap()).unwrap(),
+    ));
+    let bq =
+        logferry_export::bigquery::BigQueryWarehouse::open(&settings, Partitioning::Day, export)
+            .await
+            .unwrap();
+    let w = Window::parse("2026-01-15T10").unwrap();
+    let res = bq
+        .load(&LoadJob {
+            job_id: "j".into(),
+            table: LOG_RECORDS_TABLE.into(),
+            partition: PartitionId::of(w, Partitioning::Day),
+            mode: WriteMode::Append,
+            files: vec!["x.parquet".into()],
+            schema: log_record_schema(),
+            rows: 7,
+            window: Some(w),
+        })
+        .await
+        .unwrap();
+    assert!(res.already_done, "a 409 duplicate means the job exists");
+    assert_eq!(inserts.load(Ordering::SeqCst), 1);
+    assert!(gets.load(Ordering::SeqCst) >= 2);
+}
