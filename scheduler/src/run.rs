@@ -38,6 +38,8 @@ pub struct WindowReport {
     pub load_jobs: u64,
     /// Bytes shipped to the export store.
     pub bytes_sent: u64,
+    /// Uncompressed over compressed bytes of what was exported.
+    pub compression_ratio: f64,
     /// Curated bytes of the run.
     pub curated_bytes: u64,
     /// Aggregate time (when it ran).
@@ -163,6 +165,7 @@ pub async fn run(ctx: &Ctx, opts: RunOptions) -> Result<RunReport> {
             rows_loaded: 0,
             load_jobs: 0,
             bytes_sent: 0,
+            compression_ratio: 0.0,
             curated_bytes: 0,
             aggregate_ms: if state == "done" { aggregate_ms } else { 0 },
             export_ms: 0,
@@ -198,6 +201,7 @@ pub async fn run(ctx: &Ctx, opts: RunOptions) -> Result<RunReport> {
                 .filter(|t| t.job_id.is_some() && !t.already_loaded)
                 .count() as u64;
             report.bytes_sent = erec.bytes_sent;
+            report.compression_ratio = erec.compression_ratio;
             report.curated_bytes = rec.curated.iter().map(|f| f.bytes).sum();
             report.counts = rec.counts.clone();
             if estate != "up_to_date" {

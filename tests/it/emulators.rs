@@ -275,6 +275,7 @@ async fn load_jobs_resume_and_retry() {
         files: vec![file.into()],
         schema: log_record_schema(),
         rows: 7,
+        bytes: 1,
         window: Some(w),
     };
     let first = bq.load(&job("a", "manual/a.parquet")).await.unwrap();
@@ -343,6 +344,7 @@ async fn gap_bigquery_emulator_has_no_partition_decorators() {
         files: vec!["manual/c.parquet".into()],
         schema: log_record_schema(),
         rows: 3,
+        bytes: 1,
         window: None,
     };
     let e = bq.load(&seal).await.unwrap_err().to_string();
@@ -531,6 +533,7 @@ async fn duplicate_job_id_is_waited_on() {
             files: vec!["x.parquet".into()],
             schema: log_record_schema(),
             rows: 7,
+            bytes: 1,
             window: Some(w),
         })
         .await

@@ -36,6 +36,14 @@ async fn labelled_workload(backend: Backend) {
             .iter()
             .all(|w| w.aggregate == "done" && w.export == env.loaded_state())
     );
+    // Shipped compressed: the export reports bytes sent and the ratio.
+    assert!(
+        run.windows
+            .iter()
+            .all(|w| w.bytes_sent > 0 && w.compression_ratio > 1.5),
+        "{:?}",
+        run.windows
+    );
 
     // Every kind the pipeline must handle was generated.
     for kind in [

@@ -661,6 +661,15 @@ impl Warehouse for BigQueryWarehouse {
                 already_done: false,
             });
         }
+        // BigQuery's limits on one load job (quotas: 10,000 source URIs and
+        // 15 TB per job): refuse a plan that cannot run instead of failing
+        // half-way.
+        if job.bytes > 15_000_000_000_000 {
+            return Err(Error::LoadFailed {
+                job_id: job.job_id.clone(),
+                message: format!("{} bytes: a load job takes at most 15 TB", job.bytes),
+            });
+        }
         if job.files.len() > 10_000 {
             return Err(Error::LoadFailed {
                 job_id: job.job_id.clone(),
@@ -767,6 +776,7 @@ mod tests {
             files: vec!["a".into()],
             schema: log_record_schema(),
             rows: 1,
+            bytes: 1,
             window: None,
         };
         let v = serde_json::to_value(load_request(

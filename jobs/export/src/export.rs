@@ -56,6 +56,9 @@ pub struct ExportedFile {
     pub bytes: u64,
     /// Rows.
     pub rows: u64,
+    /// Bytes of the data before Parquet encoding and compression.
+    #[serde(default)]
+    pub uncompressed_bytes: u64,
 }
 
 /// One table of a window's export.
@@ -109,6 +112,9 @@ pub struct ExportRecord {
     pub tables: Vec<TableExport>,
     /// Bytes sent to the export store (this run).
     pub bytes_sent: u64,
+    /// Uncompressed over compressed bytes of the exported objects.
+    #[serde(default)]
+    pub compression_ratio: f64,
     /// Objects found already exported.
     pub files_existing: u64,
     /// Upload latency.
@@ -336,6 +342,7 @@ impl Exporter {
                     .map(|(t, lake_path, dest, rows)| async move {
                         let bytes = self.read_lake(&lake_path).await?;
                         let size = bytes.len() as u64;
+                        let uncompressed_bytes = uncompressed_size(&bytes);
                         let t0 = Instant::now();
                         let created = self.export.put_create(&dest, bytes).await?;
                         Ok::<_, Error>((
@@ -344,6 +351,7 @@ impl Exporter {
                                 path: dest,
                                 bytes: size,
                                 rows,
+                                uncompressed_bytes,
                             },
                             created,
                             t0.elapsed(),
@@ -420,6 +428,7 @@ impl Exporter {
                     files: t.files.iter().map(|f| f.path.clone()).collect(),
                     schema: src.schema.clone(),
                     rows,
+                    bytes: t.files.iter().map(|f| f.bytes).sum(),
                     window: Some(w),
                 };
                 let t0 = Instant::now();
@@ -439,7 +448,16 @@ impl Exporter {
             }
             tables.push(t);
         }
+        let (raw, packed) = tables
+            .iter()
+            .flat_map(|t| t.files.iter())
+            .fold((0, 0), |a, f| (a.0 + f.uncompressed_bytes, a.1 + f.bytes));
         let record = ExportRecord {
+            compression_ratio: if packed > 0 {
+                raw as f64 / packed as f64
+            } else {
+                0.0
+            },
             window: w.to_string(),
             aggregate_run_id: agg.run_id.clone(),
             loaded_run: if mode.is_some() {
@@ -531,6 +549,7 @@ impl Exporter {
                 files: files.iter().map(|f| f.path.clone()).collect(),
                 schema,
                 rows,
+                bytes: files.iter().map(|f| f.bytes).sum(),
                 window: None,
             };
             let res = self.warehouse.load(&job).await?;
@@ -554,6 +573,20 @@ impl Exporter {
             .await?;
         Ok(Some(record))
     }
+}
+
+/// Bytes of a Parquet object's data before encoding and compression, from
+/// its footer (0 when it cannot be read).
+fn uncompressed_size(bytes: &Bytes) -> u64 {
+    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes.clone())
+        .map(|b| {
+            b.metadata()
+                .row_groups()
+                .iter()
+                .map(|rg| rg.total_byte_size().max(0) as u64)
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 fn schema_of(bytes: &Bytes) -> Result<SchemaRef> {

@@ -120,6 +120,8 @@ pub struct LoadJob {
     pub schema: SchemaRef,
     /// Rows in the objects.
     pub rows: u64,
+    /// Bytes of the objects.
+    pub bytes: u64,
     /// The window the job loads, for appends (checked after the load).
     pub window: Option<Window>,
 }
