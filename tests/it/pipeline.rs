@@ -36,11 +36,15 @@ async fn labelled_workload(backend: Backend) {
             .iter()
             .all(|w| w.aggregate == "done" && w.export == env.loaded_state())
     );
-    // Shipped compressed: the export reports bytes sent and the ratio.
+    // Shipped compressed: the export reports bytes sent and the ratio (a
+    // window of a few dozen rows is mostly Parquet footer, so only the full
+    // ones are held to it).
+    assert!(run.windows.iter().all(|w| w.bytes_sent > 0));
     assert!(
         run.windows
             .iter()
-            .all(|w| w.bytes_sent > 0 && w.compression_ratio > 1.5),
+            .filter(|w| w.rows_loaded > 1000)
+            .all(|w| w.compression_ratio > 1.5),
         "{:?}",
         run.windows
     );
