@@ -137,6 +137,10 @@ pub enum Command {
         /// its lateness allowance (backfills).
         #[arg(long)]
         seal: bool,
+        /// Wait for windows another run is working on, instead of leaving
+        /// them to it (either way the exit status is 0).
+        #[arg(long)]
+        wait: bool,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -160,10 +164,25 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Tools for the test suite and for operators.
+    Debug {
+        /// What to do.
+        #[command(subcommand)]
+        command: DebugCommand,
+    },
     /// Windows and the state of each stage.
     Status {
         /// Print JSON.
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `logferry debug ...`.
+#[derive(Debug, Subcommand)]
+pub enum DebugCommand {
+    /// Print every crash point's name, one per line (with `-v`, what has and
+    /// has not happened there). `LOGFERRY_CRASH_AT=<point>` aborts a
+    /// `failpoints` build at that point.
+    KillPoints,
 }

@@ -36,6 +36,7 @@ pub async fn forward(ctx: &Ctx, input: &str, format: Format, quiet: bool) -> Res
     pb.finish_and_clear();
     let _ = follower.await;
     let report = result.with_context(|| format!("forwarding {}", input.name()))?;
+    logferry_core::failpoint::hit("forward.before_report");
     let now = Utc::now();
     let id = IdHasher::new()
         .part(now.to_rfc3339().as_bytes())

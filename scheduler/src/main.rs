@@ -133,6 +133,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Run {
             window: w,
             seal,
+            wait,
             json,
         } => {
             let ctx = Ctx::open(g).await?;
@@ -140,6 +141,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 window: window(w)?,
                 seal: *seal,
                 quiet: quiet || *json,
+                wait: *wait,
             };
             let r = run::run(&ctx, opts).await?;
             if *json {
@@ -172,6 +174,21 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
+        Command::Debug {
+            command: cli::DebugCommand::KillPoints,
+        } => {
+            for (name, what) in logferry_core::failpoint::POINTS {
+                if g.verbose > 0 {
+                    println!("{name}\t{what}");
+                } else {
+                    println!("{name}");
+                }
+            }
+            if !logferry_core::failpoint::ENABLED && g.verbose > 0 {
+                eprintln!("(this build has no crash points: build with --features failpoints)");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Status { json } => {
             let ctx = Ctx::open(g).await?;
             let r = status::status(&ctx).await?;
@@ -192,6 +209,10 @@ fn main() -> ExitCode {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
     init_logging(&cli.global);
+    if let Err(e) = logferry_core::failpoint::check_env() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

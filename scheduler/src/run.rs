@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use logferry_aggregate::{Aggregator, Outcome, SqlProgram};
 use logferry_core::ids::IdHasher;
+use logferry_core::ledger::Holder;
 use logferry_core::partition::{Window, parse_partition};
 use logferry_core::records::WindowCounts;
 use logferry_export::{ExportOutcome, Exporter, LoadState, PartitionId, Partitioning, SealRecord};
@@ -52,6 +53,27 @@ pub struct WindowReport {
     pub e2e_latency_p50_ms: Option<i64>,
 }
 
+impl WindowReport {
+    fn busy(w: Window) -> Self {
+        WindowReport {
+            window: w.to_string(),
+            aggregate: "busy".into(),
+            export: "busy".into(),
+            run_id: None,
+            counts: BTreeMap::new(),
+            rows_loaded: 0,
+            load_jobs: 0,
+            bytes_sent: 0,
+            compression_ratio: 0.0,
+            curated_bytes: 0,
+            aggregate_ms: 0,
+            export_ms: 0,
+            e2e_latency_p95_ms: None,
+            e2e_latency_p50_ms: None,
+        }
+    }
+}
+
 /// What one `run` did.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunReport {
@@ -73,7 +95,8 @@ impl RunReport {
         self.windows
             .iter()
             .filter(|w| {
-                w.aggregate == "done" || !matches!(w.export.as_str(), "up_to_date" | "skipped")
+                w.aggregate == "done"
+                    || !matches!(w.export.as_str(), "up_to_date" | "skipped" | "busy")
             })
             .count()
             + self.seals.len()
@@ -90,6 +113,28 @@ pub struct RunOptions {
     pub seal: bool,
     /// No progress bar.
     pub quiet: bool,
+    /// Wait for windows another run holds, instead of leaving them to it.
+    pub wait: bool,
+}
+
+/// Takes the lease `key`, waiting for it when `wait`; `None` when another
+/// runner holds it and we do not wait.
+async fn lease(
+    ledger: &logferry_core::ledger::Ledger,
+    key: &str,
+    holder: &Holder,
+    ttl: std::time::Duration,
+    wait: bool,
+) -> Result<Option<logferry_core::ledger::Lease>> {
+    loop {
+        if let Some(l) = ledger.try_lease(key, holder, ttl).await? {
+            return Ok(Some(l));
+        }
+        if !wait {
+            return Ok(None);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
 }
 
 /// Windows with pending markers.
@@ -143,8 +188,19 @@ pub async fn run(ctx: &Ctx, opts: RunOptions) -> Result<RunReport> {
     let quiet = opts.quiet;
     let pb = crate::progress::bar(windows.len() as u64, "windows", false, quiet);
     let mut reports = Vec::new();
+    let holder = Holder::this_process();
+    let ttl = ctx.settings.lease_ttl;
     for w in windows {
         pb.set_message(w.to_string());
+        // One runner per window: another run working on it now keeps it.
+        let key = format!("leases/windows/{}", w.partition());
+        let Some(mut held) = lease(agg.ledger(), &key, &holder, ttl, opts.wait).await? else {
+            let by = agg.ledger().lease_holder(&key).await?.unwrap_or_default();
+            tracing::warn!(window = %w, holder = %by, "Window is being processed by another run: left to it.");
+            reports.push(WindowReport::busy(w));
+            pb.inc(1);
+            continue;
+        };
         let at = Instant::now();
         let (state, record) = match agg
             .aggregate(w)
@@ -173,6 +229,7 @@ pub async fn run(ctx: &Ctx, opts: RunOptions) -> Result<RunReport> {
             e2e_latency_p50_ms: None,
         };
         if let Some(rec) = record {
+            held.renew().await?;
             let et = Instant::now();
             let due = partitioning == Partitioning::Day
                 && seal_due(ctx, &PartitionId::of(w, Partitioning::Day), opts.seal);
@@ -191,6 +248,7 @@ pub async fn run(ctx: &Ctx, opts: RunOptions) -> Result<RunReport> {
                     r,
                 ),
             };
+            logferry_core::failpoint::hit("run.before_clear_pending");
             agg.clear_pending(w, &rec.inputs).await?;
             report.export = estate.into();
             report.run_id = Some(rec.run_id.clone());
@@ -213,6 +271,7 @@ pub async fn run(ctx: &Ctx, opts: RunOptions) -> Result<RunReport> {
                 report.e2e_latency_p50_ms = Some((loaded - rec.event_time.p50_us) / 1000);
             }
         }
+        held.release().await?;
         tracing::info!(window = %w, aggregate = %report.aggregate, export = %report.export, rows = report.rows_loaded, "Window processed.");
         reports.push(report);
         pb.inc(1);
@@ -233,6 +292,13 @@ pub async fn run(ctx: &Ctx, opts: RunOptions) -> Result<RunReport> {
         days.sort();
         days.dedup();
         for day in days.into_iter().filter(|d| seal_due(ctx, d, opts.seal)) {
+            let key = format!("leases/days/{}", day.key());
+            let Some(held) = lease(agg.ledger(), &key, &holder, ttl, opts.wait).await? else {
+                tracing::warn!(%day, "Day is being sealed by another run: left to it.");
+                continue;
+            };
+            // The windows may have changed while we waited for the lease.
+            let exports = exp.all_exports().await?;
             if let Some(s) = exp
                 .seal(day, &exports)
                 .await
@@ -241,6 +307,7 @@ pub async fn run(ctx: &Ctx, opts: RunOptions) -> Result<RunReport> {
                 tracing::info!(day = %s.day, windows = s.windows.len(), "Sealed day partition.");
                 seals.push(s);
             }
+            held.release().await?;
         }
     }
     let report = RunReport {

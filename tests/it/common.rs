@@ -268,3 +268,106 @@ pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+/// Kinesis on the emulator, with the test config's AWS settings.
+pub async fn kinesis(env: &Env) -> aws_sdk_kinesis::Client {
+    logferry_forward::kinesis::client(&env.ctx().await.settings.aws).await
+}
+
+/// Creates streams of two shards and waits until they are active.
+pub async fn create_streams(k: &aws_sdk_kinesis::Client, names: &[String]) {
+    for n in names {
+        k.create_stream()
+            .stream_name(n)
+            .shard_count(2)
+            .send()
+            .await
+            .unwrap();
+    }
+    for n in names {
+        loop {
+            let d = k
+                .describe_stream_summary()
+                .stream_name(n)
+                .send()
+                .await
+                .unwrap();
+            if d.stream_description_summary.unwrap().stream_status
+                == aws_sdk_kinesis::types::StreamStatus::Active
+            {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Puts records into a stream, each under its own partition key.
+pub async fn put_records(k: &aws_sdk_kinesis::Client, stream: &str, data: Vec<Vec<u8>>) {
+    use aws_sdk_kinesis::primitives::Blob;
+    use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+    let entries: Vec<PutRecordsRequestEntry> = data
+        .into_iter()
+        .enumerate()
+        .map(|(n, d)| {
+            PutRecordsRequestEntry::builder()
+                .data(Blob::new(d))
+                .partition_key(format!("pk-{n}"))
+                .build()
+                .unwrap()
+        })
+        .collect();
+    let out = k
+        .put_records()
+        .stream_name(stream)
+        .set_records(Some(entries))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.failed_record_count, Some(0));
+}
+
+/// The Kinesis records of tenant `t` (whose neighbour is `other`), event
+/// times from `base` ms: 40 good JSON lines, 3 bad ones (malformed, another
+/// tenant's claim, too old), a CloudWatch Logs envelope of 5 events of its
+/// own log group, the same envelope again (exact redeliveries) and one of
+/// the neighbour's log group. Counted under `t`: received 54, loaded 45,
+/// dead-lettered 4, duplicates 5.
+pub fn kinesis_payloads(t: &str, other: &str, base: i64) -> Vec<Vec<u8>> {
+    let mut data: Vec<Vec<u8>> = Vec::new();
+    for j in 0..40 {
+        data.push(format!(
+            r#"{{"timestamp":{},"level":"INFO","service":"api","message":"request {j}","tenant_id":"{t}"}}"#,
+            base + j * 1000
+        ).into_bytes());
+    }
+    data.push(b"{not json".to_vec());
+    data.push(format!(r#"{{"timestamp":{base},"level":"INFO","service":"api","message":"m","tenant_id":"{other}"}}"#).into_bytes());
+    data.push(
+        format!(
+            r#"{{"timestamp":{},"level":"INFO","service":"api","message":"old"}}"#,
+            base - 30 * 86_400_000
+        )
+        .into_bytes(),
+    );
+    let envelope = |group: &str| {
+        let events: Vec<String> = (0..5)
+            .map(|e| format!(
+                r#"{{"id":"{}{e:052}","timestamp":{},"message":"{{\"level\":\"WARN\",\"service\":\"worker\",\"message\":\"event {e}\",\"timestamp\":{}}}"}}"#,
+                &t[t.len() - 4..], base + e, base + e
+            ))
+            .collect();
+        let json = format!(
+            r#"{{"messageType":"DATA_MESSAGE","owner":"123456789012","logGroup":"{group}","logStream":"s","subscriptionFilters":["f"],"logEvents":[{}]}}"#,
+            events.join(",")
+        );
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut enc, json.as_bytes()).unwrap();
+        enc.finish().unwrap()
+    };
+    let own = envelope(&format!("/tenants/{t}/worker"));
+    data.push(own.clone());
+    data.push(own);
+    data.push(envelope(&format!("/tenants/{other}/worker")));
+    data
+}

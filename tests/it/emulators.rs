@@ -8,8 +8,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use arrow::array::{ArrayRef, RecordBatch, StringArray, TimestampMicrosecondArray};
-use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::{PutRecordsRequestEntry, StreamStatus};
 use bytes::Bytes;
 
 use logferry_core::partition::Window;
@@ -85,87 +83,16 @@ async fn kinesis_to_bigquery_end_to_end() {
         .await
         .unwrap();
     let k = fwd.client();
-    for i in 0..tenants {
-        k.create_stream()
-            .stream_name(format!("{stream_prefix}-{i}"))
-            .shard_count(2)
-            .send()
-            .await
-            .unwrap();
-    }
-    for i in 0..tenants {
-        loop {
-            let d = k
-                .describe_stream_summary()
-                .stream_name(format!("{stream_prefix}-{i}"))
-                .send()
-                .await
-                .unwrap();
-            if d.stream_description_summary.unwrap().stream_status == StreamStatus::Active {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-    }
+    let streams: Vec<String> = (0..tenants)
+        .map(|i| format!("{stream_prefix}-{i}"))
+        .collect();
+    create_streams(k, &streams).await;
     let base = NOW_MS - 30 * 60_000;
     let mut expected: BTreeMap<String, (u64, u64, u64, u64)> = BTreeMap::new();
     for i in 0..tenants {
         let t = format!("tenant-{i:04}");
         let other = format!("tenant-{:04}", (i + 1) % tenants);
-        let mut data: Vec<Vec<u8>> = Vec::new();
-        for j in 0..40 {
-            data.push(format!(
-                r#"{{"timestamp":{},"level":"INFO","service":"api","message":"request {j}","tenant_id":"{t}"}}"#,
-                base + j * 1000
-            ).into_bytes());
-        }
-        data.push(b"{not json".to_vec());
-        data.push(format!(r#"{{"timestamp":{base},"level":"INFO","service":"api","message":"m","tenant_id":"{other}"}}"#).into_bytes());
-        data.push(
-            format!(
-                r#"{{"timestamp":{},"level":"INFO","service":"api","message":"old"}}"#,
-                base - 30 * 86_400_000
-            )
-            .into_bytes(),
-        );
-        let envelope = |group: &str| {
-            let events: Vec<String> = (0..5)
-                .map(|e| format!(
-                    r#"{{"id":"{i}{e:055}","timestamp":{},"message":"{{\"level\":\"WARN\",\"service\":\"worker\",\"message\":\"event {e}\",\"timestamp\":{}}}"}}"#,
-                    base + e, base + e
-                ))
-                .collect();
-            let json = format!(
-                r#"{{"messageType":"DATA_MESSAGE","owner":"123456789012","logGroup":"{group}","logStream":"s","subscriptionFilters":["f"],"logEvents":[{}]}}"#,
-                events.join(",")
-            );
-            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-            std::io::Write::write_all(&mut enc, json.as_bytes()).unwrap();
-            enc.finish().unwrap()
-        };
-        let own = envelope(&format!("/tenants/{t}/worker"));
-        data.push(own.clone());
-        data.push(own); // an exact redelivery: same event ids
-        data.push(envelope(&format!("/tenants/{other}/worker")));
-        let entries: Vec<PutRecordsRequestEntry> = data
-            .into_iter()
-            .enumerate()
-            .map(|(n, d)| {
-                PutRecordsRequestEntry::builder()
-                    .data(Blob::new(d))
-                    .partition_key(format!("pk-{n}"))
-                    .build()
-                    .unwrap()
-            })
-            .collect();
-        let out = k
-            .put_records()
-            .stream_name(format!("{stream_prefix}-{i}"))
-            .set_records(Some(entries))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(out.failed_record_count, Some(0));
+        put_records(k, &streams[i], kinesis_payloads(&t, &other, base)).await;
         // received 40 + 3 bad + 5 + 5 redelivered + 1 foreign envelope;
         // refused 3 + the foreign envelope; 5 duplicates; 45 loaded.
         expected.insert(t, (54, 45, 4, 5));
@@ -514,6 +441,8 @@ async fn duplicate_job_id_is_waited_on() {
         poll_max: std::time::Duration::from_millis(5),
         job_timeout: std::time::Duration::from_secs(5),
         verify_loads: true,
+        max_attempts: 3,
+        request_timeout: std::time::Duration::from_secs(5),
     };
     let dir = tempfile::tempdir().unwrap();
     let export: Arc<dyn ExportStore> = Arc::new(logferry_export::ObjectExport::new(

@@ -5,6 +5,8 @@
 
 mod cli;
 mod common;
+#[cfg(feature = "failpoints")]
+mod crash;
 mod emulators;
 mod lambda;
 mod pipeline;

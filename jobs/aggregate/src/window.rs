@@ -17,6 +17,7 @@ use parquet::file::properties::WriterProperties;
 
 use logferry_core::config::ParquetSettings;
 use logferry_core::dlq::{DlqBuilder, DlqRow};
+use logferry_core::failpoint;
 use logferry_core::ids::IdHasher;
 use logferry_core::ledger::{Ledger, Versioned};
 use logferry_core::partition::{
@@ -200,6 +201,7 @@ impl Aggregator {
             )));
         }
         let (curated, rollups, dlq) = self.write_outputs(w, &run_id, &out).await?;
+        failpoint::hit("aggregate.after_outputs");
 
         let record = AggregateRecord {
             window: w.to_string(),
@@ -217,6 +219,7 @@ impl Aggregator {
         self.ledger
             .commit(&aggregate_key(w), prev.as_ref().map(|p| p.version), &record)
             .await?;
+        failpoint::hit("aggregate.after_commit");
         if let Some(p) = prev {
             let keep: std::collections::HashSet<&str> =
                 record.outputs().map(|f| f.path.as_str()).collect();

@@ -48,6 +48,8 @@ pub struct Config {
     pub forward: ForwardConfig,
     /// Parquet encoding shared by every stage.
     pub parquet: ParquetConfig,
+    /// The ledger's leases.
+    pub ledger: LedgerConfig,
     /// The SQL program of the aggregate stage.
     pub aggregate: AggregateConfig,
     /// The warehouse the export stage loads.
@@ -58,6 +60,14 @@ pub struct Config {
     /// Values of [`EXTERNAL_ENV`] variables seen at load time.
     #[serde(skip)]
     pub external_env: std::collections::BTreeMap<String, String>,
+}
+
+/// `[ledger]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerConfig {
+    /// Lease lifetime of windows and days.
+    pub lease_ttl: String,
 }
 
 /// `[aws]`.
@@ -72,6 +82,10 @@ pub struct AwsConfig {
     pub allow_http: bool,
     /// Objects above this size go up in parts.
     pub multipart_threshold: usize,
+    /// Attempts per S3 or Kinesis call.
+    pub max_attempts: u32,
+    /// Longest wait for one attempt.
+    pub request_timeout: String,
 }
 
 /// `[kinesis]`.
@@ -88,6 +102,8 @@ pub struct KinesisConfig {
     pub max_bytes_per_second: u64,
     /// Pause on a caught-up shard.
     pub idle_interval: String,
+    /// Lease lifetime of a shard.
+    pub lease_ttl: String,
 }
 
 /// `[gcs]`.
@@ -104,6 +120,8 @@ pub struct GcsConfig {
     pub max_bytes_per_second: u64,
     /// Attempts per upload.
     pub max_attempts: u32,
+    /// Longest wait for one attempt.
+    pub request_timeout: String,
 }
 
 /// `[bigquery]`.
@@ -118,6 +136,8 @@ pub struct BigQueryConfig {
     pub location: String,
     /// API root.
     pub endpoint: String,
+    /// No credentials (emulators).
+    pub anonymous: bool,
     /// Service account key file.
     pub credentials: String,
     /// Partition expiration.
@@ -130,6 +150,10 @@ pub struct BigQueryConfig {
     pub job_timeout: String,
     /// Count rows after each load.
     pub verify_loads: bool,
+    /// Attempts per API call.
+    pub max_attempts: u32,
+    /// Longest wait for one API call.
+    pub request_timeout: String,
 }
 
 /// `[storage]`.
@@ -369,7 +393,7 @@ impl Config {
                 let dataset = non_empty_or(&b.dataset, env("BIGQUERY_DATASET"))
                     .unwrap_or_else(|| "logferry".into());
                 let (endpoint, authenticate) = match non_empty_or(&b.endpoint, None) {
-                    Some(e) => (e, true),
+                    Some(e) => (e, !b.anonymous),
                     None => match env("BIGQUERY_EMULATOR_HOST") {
                         Some(h) => (emulator_url(&h, "/bigquery/v2"), false),
                         None => ("https://bigquery.googleapis.com/bigquery/v2".into(), true),
@@ -410,6 +434,11 @@ impl Config {
                     poll_max: parse_duration("bigquery.poll_max", &b.poll_max)?,
                     job_timeout: parse_duration("bigquery.job_timeout", &b.job_timeout)?,
                     verify_loads: b.verify_loads,
+                    max_attempts: b.max_attempts.max(1),
+                    request_timeout: parse_duration(
+                        "bigquery.request_timeout",
+                        &b.request_timeout,
+                    )?,
                 })
             }
             other => {
@@ -439,15 +468,16 @@ impl Config {
             min_call_interval: parse_duration("kinesis.min_call_interval", &k.min_call_interval)?,
             max_bytes_per_second: k.max_bytes_per_second.max(1),
             idle_interval: parse_duration("kinesis.idle_interval", &k.idle_interval)?,
+            lease_ttl: parse_duration("kinesis.lease_ttl", &k.lease_ttl)?,
         };
         let g = &self.gcs;
-        let (gcs_endpoint, gcs_anonymous) = match env("STORAGE_EMULATOR_HOST") {
-            Some(h) => (emulator_url(&h, ""), true),
-            None => (
-                non_empty_or(&g.endpoint, None)
-                    .unwrap_or_else(|| "https://storage.googleapis.com".into()),
-                g.anonymous,
-            ),
+        // An endpoint in the configuration wins over the emulator variable.
+        let (gcs_endpoint, gcs_anonymous) = match non_empty_or(&g.endpoint, None) {
+            Some(e) => (e, g.anonymous),
+            None => match env("STORAGE_EMULATOR_HOST") {
+                Some(h) => (emulator_url(&h, ""), true),
+                None => ("https://storage.googleapis.com".into(), g.anonymous),
+            },
         };
         let gcs = GcsSettings {
             endpoint: gcs_endpoint.trim_end_matches('/').to_string(),
@@ -455,12 +485,15 @@ impl Config {
             parallel_uploads: positive("gcs.parallel_uploads", g.parallel_uploads)?,
             max_bytes_per_second: g.max_bytes_per_second,
             max_attempts: g.max_attempts.max(1),
+            request_timeout: parse_duration("gcs.request_timeout", &g.request_timeout)?,
         };
         let aws = AwsSettings {
             region: non_empty_or(&self.aws.region, None),
             endpoint: non_empty_or(&self.aws.endpoint, None),
             allow_http: self.aws.allow_http,
             multipart_threshold: positive("aws.multipart_threshold", self.aws.multipart_threshold)?,
+            max_attempts: self.aws.max_attempts.max(1),
+            request_timeout: parse_duration("aws.request_timeout", &self.aws.request_timeout)?,
         };
         let sql_dir = if self.aggregate.sql_dir.trim().is_empty() {
             None
@@ -477,6 +510,7 @@ impl Config {
             warehouse,
             partitioning,
             seal_after,
+            lease_ttl: parse_duration("ledger.lease_ttl", &self.ledger.lease_ttl)?,
             aws,
             kinesis,
             gcs,
@@ -506,6 +540,8 @@ pub struct Settings {
     pub partitioning: Partitioning,
     /// Lateness allowance of a day partition.
     pub seal_after: Duration,
+    /// Lease lifetime of windows and days.
+    pub lease_ttl: Duration,
     /// S3 and Kinesis.
     pub aws: AwsSettings,
     /// The Kinesis source.
@@ -542,6 +578,10 @@ pub struct AwsSettings {
     pub allow_http: bool,
     /// Multipart threshold.
     pub multipart_threshold: usize,
+    /// Attempts per call.
+    pub max_attempts: u32,
+    /// Longest wait for one attempt.
+    pub request_timeout: Duration,
 }
 
 /// Validated `[kinesis]`.
@@ -557,6 +597,8 @@ pub struct KinesisSettings {
     pub max_bytes_per_second: u64,
     /// Pause on a caught-up shard.
     pub idle_interval: Duration,
+    /// Lease lifetime of a shard.
+    pub lease_ttl: Duration,
 }
 
 /// Validated `[gcs]`.
@@ -572,6 +614,8 @@ pub struct GcsSettings {
     pub max_bytes_per_second: u64,
     /// Attempts per upload.
     pub max_attempts: u32,
+    /// Longest wait for one attempt.
+    pub request_timeout: Duration,
 }
 
 /// Validated `[bigquery]`.
@@ -599,6 +643,10 @@ pub struct BigQuerySettings {
     pub job_timeout: Duration,
     /// Count rows after each load.
     pub verify_loads: bool,
+    /// Attempts per API call.
+    pub max_attempts: u32,
+    /// Longest wait for one API call.
+    pub request_timeout: Duration,
 }
 
 fn non_empty_or(v: &str, fallback: Option<String>) -> Option<String> {

@@ -20,6 +20,96 @@ use serde::de::DeserializeOwned;
 use crate::error::{Error, Result};
 use crate::storage::{Created, delete_if_exists, list_all, put_create};
 
+/// A lease document: who holds it until when.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct LeaseDoc {
+    /// `host:pid:nonce` of the holder.
+    pub holder: String,
+    /// When it lapses unless renewed.
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+    /// True once given back.
+    pub released: bool,
+}
+
+/// Identity of this process as a lease holder.
+#[derive(Debug, Clone)]
+pub struct Holder {
+    /// `host:pid:nonce`.
+    pub id: String,
+    host: String,
+}
+
+impl Holder {
+    /// This process.
+    pub fn this_process() -> Self {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "unknown-host".into());
+        let nonce = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        Holder {
+            id: format!("{host}:{}:{nonce:x}", std::process::id()),
+            host,
+        }
+    }
+
+    /// True when `other` names a process on this host that no longer runs.
+    fn is_dead(&self, other: &str) -> bool {
+        let mut parts = other.split(':');
+        match (
+            parts.next(),
+            parts.next().and_then(|p| p.parse::<u32>().ok()),
+        ) {
+            (Some(h), Some(pid)) if h == self.host => {
+                pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A held lease: renew it while the work lasts, release it after.
+#[derive(Debug)]
+pub struct Lease {
+    ledger: Ledger,
+    key: String,
+    version: u64,
+    holder: String,
+    ttl: std::time::Duration,
+}
+
+impl Lease {
+    /// Extends the lease by its TTL; fails if another holder took it.
+    pub async fn renew(&mut self) -> Result<()> {
+        let doc = LeaseDoc {
+            holder: self.holder.clone(),
+            expires_at: chrono::Utc::now()
+                + chrono::Duration::from_std(self.ttl).unwrap_or(chrono::Duration::minutes(10)),
+            released: false,
+        };
+        self.version = self
+            .ledger
+            .commit(&self.key, Some(self.version), &doc)
+            .await?;
+        Ok(())
+    }
+
+    /// Gives the lease back.
+    pub async fn release(self) -> Result<()> {
+        let doc = LeaseDoc {
+            holder: self.holder.clone(),
+            expires_at: chrono::Utc::now(),
+            released: true,
+        };
+        self.ledger
+            .commit(&self.key, Some(self.version), &doc)
+            .await?;
+        Ok(())
+    }
+}
+
 /// A committed version of a ledger key.
 #[derive(Debug, Clone)]
 pub struct Versioned<T> {
@@ -127,13 +217,78 @@ impl Ledger {
     ) -> Result<u64> {
         let v = prev.map_or(1, |p| p + 1);
         let path = self.version_path(key, v);
-        match put_create(self.store.as_ref(), &path, Self::encode(&path, value)?).await? {
-            Created::New => {
-                self.prune(key, v).await?;
-                Ok(v)
+        let bytes = Self::encode(&path, value)?;
+        match put_create(self.store.as_ref(), &path, bytes.clone()).await? {
+            Created::New => {}
+            Created::Existed => {
+                // A retried put whose first attempt landed (the response was
+                // lost) finds its own document: that is a commit, not a loss.
+                let existing = self
+                    .store
+                    .get(&path)
+                    .await
+                    .map_err(|e| Error::storage(&path, e))?
+                    .bytes()
+                    .await
+                    .map_err(|e| Error::storage(&path, e))?;
+                if existing != bytes {
+                    return Err(Error::Conflict { path });
+                }
             }
-            Created::Existed => Err(Error::Conflict { path }),
         }
+        self.prune(key, v).await?;
+        Ok(v)
+    }
+
+    /// Takes the lease `key` for `holder` unless another holder has it and
+    /// it has not expired. Leases are versions of a ledger key like any
+    /// other, so taking one is a conditional create: of two runners, one
+    /// wins. A holder on this machine whose process is gone has released
+    /// it (a crashed run does not block the next one for the whole TTL).
+    pub async fn try_lease(
+        &self,
+        key: &str,
+        holder: &Holder,
+        ttl: std::time::Duration,
+    ) -> Result<Option<Lease>> {
+        let now = chrono::Utc::now();
+        let current = self.latest::<LeaseDoc>(key).await?;
+        if let Some(c) = &current {
+            let held = !c.value.released
+                && c.value.expires_at > now
+                && c.value.holder != holder.id
+                && !holder.is_dead(&c.value.holder);
+            if held {
+                return Ok(None);
+            }
+        }
+        let doc = LeaseDoc {
+            holder: holder.id.clone(),
+            expires_at: now
+                + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::minutes(10)),
+            released: false,
+        };
+        match self.commit(key, current.map(|c| c.version), &doc).await {
+            Ok(version) => Ok(Some(Lease {
+                ledger: self.clone(),
+                key: key.to_string(),
+                version,
+                holder: holder.id.clone(),
+                ttl,
+            })),
+            Err(Error::Conflict { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Who holds `key`, if anyone holds it now.
+    pub async fn lease_holder(&self, key: &str) -> Result<Option<String>> {
+        let now = chrono::Utc::now();
+        Ok(self
+            .latest::<LeaseDoc>(key)
+            .await?
+            .filter(|c| !c.value.released && c.value.expires_at > now)
+            .map(|c| c.value.holder))
     }
 
     /// Deletes versions older than the three before `latest`.
@@ -262,6 +417,63 @@ mod tests {
         );
         l.remove("pending/x").await.unwrap();
         assert!(l.list("pending").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn leases_exclude_and_expire() {
+        let l = Ledger::new(Arc::new(InMemory::new()), "_state");
+        let a = Holder::this_process();
+        let mut b = Holder::this_process();
+        b.id = format!("elsewhere:1:{}", b.id);
+        let ttl = std::time::Duration::from_secs(60);
+        let mut la = l.try_lease("leases/w", &a, ttl).await.unwrap().unwrap();
+        assert!(l.try_lease("leases/w", &b, ttl).await.unwrap().is_none());
+        la.renew().await.unwrap();
+        assert_eq!(
+            l.lease_holder("leases/w").await.unwrap(),
+            Some(a.id.clone())
+        );
+        la.release().await.unwrap();
+        let lb = l
+            .try_lease("leases/w", &b, std::time::Duration::ZERO)
+            .await
+            .unwrap();
+        assert!(lb.is_some());
+        // b's lease expired at once: a takes it over.
+        assert!(l.try_lease("leases/w", &a, ttl).await.unwrap().is_some());
+        // A holder on this host whose process is gone has released it.
+        let mut dead = Holder::this_process();
+        let host = dead.id.split(':').next().unwrap().to_string();
+        dead.id = format!("{host}:4000000:1");
+        l.commit(
+            "leases/x",
+            None,
+            &LeaseDoc {
+                holder: dead.id.clone(),
+                expires_at: chrono::Utc::now() + chrono::Duration::hours(1),
+                released: false,
+            },
+        )
+        .await
+        .unwrap();
+        assert!(l.try_lease("leases/x", &a, ttl).await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_commit_that_landed_but_lost_its_answer_is_not_a_conflict() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let l = Ledger::new(store.clone(), "_state");
+        let doc = Doc { n: 1 };
+        // The first attempt's put landed; its response was lost.
+        let path = l.version_path("k", 1);
+        put_create(store.as_ref(), &path, Ledger::encode(&path, &doc).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(l.commit("k", None, &doc).await.unwrap(), 1);
+        assert!(matches!(
+            l.commit("k", None, &Doc { n: 2 }).await,
+            Err(Error::Conflict { .. })
+        ));
     }
 
     #[tokio::test]

@@ -4,6 +4,8 @@
 pub mod config;
 pub mod dlq;
 pub mod error;
+pub mod failpoint;
+pub mod faults;
 pub mod ids;
 pub mod ledger;
 pub mod metrics;

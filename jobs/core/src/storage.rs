@@ -62,9 +62,24 @@ impl Location {
             if let Some(e) = &aws.endpoint {
                 b = b.with_endpoint(e);
             }
-            if aws.allow_http {
-                b = b.with_allow_http(true);
-            }
+            // Bounded retries of 5xx answers, throttling, dropped connections
+            // and timeouts, backing off exponentially with jitter.
+            b = b
+                .with_retry(object_store::RetryConfig {
+                    backoff: object_store::BackoffConfig {
+                        init_backoff: std::time::Duration::from_millis(100),
+                        max_backoff: std::time::Duration::from_secs(10),
+                        base: 2.0,
+                    },
+                    max_retries: aws.max_attempts.saturating_sub(1) as usize,
+                    retry_timeout: aws.request_timeout * aws.max_attempts.max(1),
+                })
+                .with_client_options(
+                    object_store::ClientOptions::new()
+                        .with_allow_http(aws.allow_http)
+                        .with_timeout(aws.request_timeout)
+                        .with_connect_timeout(std::time::Duration::from_secs(5)),
+                );
             let s3 = b.build().map_err(|e| Error::storage(url, e))?;
             let prefix = prefix.trim_matches('/');
             let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
@@ -72,6 +87,7 @@ impl Location {
             } else {
                 Arc::new(crate::rooted::Rooted::new(s3, prefix))
             };
+            let store = crate::faults::wrap(store, true);
             return Ok(Location {
                 url: url.to_string(),
                 store,
@@ -107,7 +123,7 @@ impl Location {
             LocalFileSystem::new_with_prefix(&abs).map_err(|e| Error::storage(abs.display(), e))?;
         Ok(Self::from_store(
             format!("file://{}", abs.display()),
-            Arc::new(store),
+            crate::faults::wrap(Arc::new(store), false),
         ))
     }
 

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
@@ -33,6 +33,7 @@ use gcp_bigquery_client::model::time_partitioning::TimePartitioning;
 use tokio::sync::Mutex;
 
 use logferry_core::config::{BigQuerySettings, Partitioning};
+use logferry_core::failpoint;
 use logferry_core::partition::Window;
 use logferry_core::schema::{
     BqField, LOG_RECORD_JSON, LOG_RECORDS_TABLE, arrow_to_bq, parse_bq_schema,
@@ -65,7 +66,25 @@ pub fn bq_status(e: &BQError) -> Option<i64> {
 fn retryable(e: &BQError) -> bool {
     match bq_status(e) {
         Some(s) => s == 429 || s >= 500,
-        None => matches!(e, BQError::RequestError(_)),
+        None => matches!(
+            e,
+            BQError::RequestError(_) | BQError::ConnectionPoolError(_)
+        ),
+    }
+}
+
+/// Runs one API call within `timeout`; a call without an answer by then is
+/// abandoned (its connection dropped) and reported as a transport error,
+/// which is retried like a dropped connection.
+async fn timed<T>(
+    timeout: Duration,
+    call: impl std::future::Future<Output = std::result::Result<T, BQError>>,
+) -> std::result::Result<T, BQError> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(r) => r,
+        Err(_) => Err(BQError::ConnectionPoolError(format!(
+            "no answer within {timeout:?}"
+        ))),
     }
 }
 
@@ -208,8 +227,8 @@ impl BigQueryWarehouse {
     {
         let mut attempt = 1;
         loop {
-            match f().await {
-                Err(e) if attempt < 5 && retryable(&e) => {
+            match timed(self.settings.request_timeout, f()).await {
+                Err(e) if attempt < self.settings.max_attempts && retryable(&e) => {
                     tracing::warn!(attempt, error = %e, "Retrying BigQuery {what}.");
                     tokio::time::sleep(crate::store::backoff(attempt)).await;
                     attempt += 1;
@@ -313,6 +332,7 @@ impl BigQueryWarehouse {
         let start = Instant::now();
         let mut interval = s.poll_initial;
         loop {
+            failpoint::hit("export.while_polling");
             let j = self
                 .retry("job get", || {
                     self.client
@@ -384,18 +404,20 @@ impl BigQueryWarehouse {
             job.job_id,
             &logferry_core::ids::hash_hex(format!("{}.{}", s.project, s.dataset).as_bytes())[..8]
         );
-        for attempt in 0..100u32 {
+        let mut attempt = 0u32;
+        let mut transient = 0u32;
+        while attempt < 100 {
             let id = if attempt == 0 {
                 base.clone()
             } else {
                 format!("{base}_r{attempt}")
             };
-            match self
-                .client
-                .job()
-                .get_job(&s.project, &id, self.location())
-                .await
-            {
+            let found = self
+                .retry("job get", || {
+                    self.client.job().get_job(&s.project, &id, self.location())
+                })
+                .await;
+            match found {
                 Ok(j) => {
                     // A job under our id must be ours: same destination.
                     let dest = j
@@ -419,6 +441,7 @@ impl BigQueryWarehouse {
                     let status = j.status.unwrap_or_default();
                     if status.state.as_deref() == Some("DONE") && status.error_result.is_some() {
                         tracing::info!(job_id = %id, "Earlier attempt of the load failed: trying the next job id.");
+                        attempt += 1;
                         continue;
                     }
                     tracing::info!(job_id = %id, "Load job exists already: waiting on it.");
@@ -429,16 +452,25 @@ impl BigQueryWarehouse {
                 Err(e) => return Err(bq_err("job get", e)),
             }
             let request = load_request(s, job, &id, uris.clone());
-            let existed = match self
-                .retry("job insert", || {
-                    self.client.job().insert(&s.project, request.clone())
-                })
-                .await
+            // Not retried blindly: a submit whose answer was lost may have
+            // created the job, and some servers run a resubmitted job again.
+            // Look for it first (the top of the loop), then submit.
+            let existed = match timed(
+                s.request_timeout,
+                self.client.job().insert(&s.project, request),
+            )
+            .await
             {
                 Ok(_) => false,
                 Err(e) if bq_status(&e) == Some(409) => {
                     tracing::info!(job_id = %id, "Load job id is a duplicate: waiting on the existing job.");
                     true
+                }
+                Err(e) if retryable(&e) && transient + 1 < s.max_attempts => {
+                    transient += 1;
+                    tracing::warn!(job_id = %id, error = %e, "Submitting the load job failed; checking whether it exists.");
+                    tokio::time::sleep(crate::store::backoff(transient)).await;
+                    continue;
                 }
                 Err(e) => {
                     return Err(Error::LoadFailed {
@@ -447,6 +479,7 @@ impl BigQueryWarehouse {
                     });
                 }
             };
+            failpoint::hit("export.after_submit");
             self.wait(&id).await?;
             return Ok((id, existed));
         }
@@ -736,7 +769,10 @@ impl Warehouse for BigQueryWarehouse {
         let mut out = BTreeMap::new();
         for r in rows {
             if let (Some(Some(t)), Some(Some(n))) = (r.first(), r.get(1)) {
-                out.insert(t.clone(), n.parse().unwrap_or(0));
+                let n: u64 = n.parse().map_err(|_| {
+                    bq_err("count", format!("COUNT(*) of {t} is not a count: {n:?}"))
+                })?;
+                out.insert(t.clone(), n);
             }
         }
         Ok(out)
@@ -747,7 +783,6 @@ impl Warehouse for BigQueryWarehouse {
 mod tests {
     use super::*;
     use logferry_core::schema::log_record_schema;
-    use std::time::Duration;
 
     fn settings() -> BigQuerySettings {
         BigQuerySettings {
@@ -762,6 +797,8 @@ mod tests {
             poll_max: Duration::from_millis(2),
             job_timeout: Duration::from_secs(1),
             verify_loads: true,
+            max_attempts: 3,
+            request_timeout: Duration::from_secs(5),
         }
     }
 

@@ -25,6 +25,7 @@ use object_store::path::Path;
 use serde::{Deserialize, Serialize};
 
 use logferry_core::config::Partitioning;
+use logferry_core::failpoint;
 use logferry_core::ids::IdHasher;
 use logferry_core::ledger::{Ledger, Versioned};
 use logferry_core::metrics::{LatencyRecorder, LatencyStats};
@@ -399,6 +400,7 @@ impl Exporter {
         let sources = self.sources(agg).await?;
         let (files, bytes_sent, files_existing, upload_latency) =
             self.upload(w, agg, &sources).await?;
+        failpoint::hit("export.after_upload");
         let partition = PartitionId::of(w, partitioning);
         let prev_loaded = prev.as_ref().and_then(|p| p.value.loaded_run.clone());
         let (mode, state) = match partitioning {
@@ -448,6 +450,7 @@ impl Exporter {
             }
             tables.push(t);
         }
+        failpoint::hit("export.after_load");
         let (raw, packed) = tables
             .iter()
             .flat_map(|t| t.files.iter())
@@ -476,6 +479,7 @@ impl Exporter {
         self.ledger
             .commit(&export_key(w), prev.as_ref().map(|p| p.version), &record)
             .await?;
+        failpoint::hit("export.after_commit");
         // The warehouse holds its own copy of what it loaded; superseded
         // exports only waste space (and would be loaded by a wildcard).
         if let Some(p) = prev {
@@ -561,6 +565,7 @@ impl Exporter {
                 already_loaded: res.already_done,
             });
         }
+        failpoint::hit("seal.after_load");
         let record = SealRecord {
             day: day.start.format("%Y-%m-%d").to_string(),
             seal_id,

@@ -192,19 +192,7 @@ fn retryable(e: &gcloud_storage::http::Error) -> bool {
     }
 }
 
-/// Backoff before attempt `n` (from 1): exponential from 100 ms with full
-/// jitter, capped at 10 s.
-pub fn backoff(attempt: u32) -> Duration {
-    let cap = 100u64.saturating_mul(1 << attempt.min(7)).min(10_000);
-    // Jitter from the clock's nanoseconds: no RNG state to share.
-    let nanos = u64::from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0),
-    );
-    Duration::from_millis(cap / 2 + nanos % (cap / 2 + 1))
-}
+pub use logferry_core::faults::backoff;
 
 impl GcsExport {
     /// Opens `gs://bucket/prefix` with the configured endpoint and
@@ -254,7 +242,25 @@ impl GcsExport {
     {
         let mut attempt = 1;
         loop {
-            match f().await {
+            // A call that hangs is abandoned (its connection dropped) and
+            // counts as a transient failure.
+            let Ok(answer) = tokio::time::timeout(self.settings.request_timeout, f()).await else {
+                if attempt < self.settings.max_attempts {
+                    tracing::warn!(attempt, "GCS {what} timed out; retrying.");
+                    tokio::time::sleep(backoff(attempt)).await;
+                    attempt += 1;
+                    continue;
+                }
+                return Err(Error::Gcs {
+                    what: what.to_string(),
+                    status: None,
+                    message: format!(
+                        "no answer within {:?}, {attempt} attempts",
+                        self.settings.request_timeout
+                    ),
+                });
+            };
+            match answer {
                 Ok(v) => return Ok(v),
                 Err(e) if attempt < self.settings.max_attempts && retryable(&e) => {
                     tracing::warn!(attempt, error = %e, "Retrying GCS {what}.");

@@ -18,6 +18,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::{Deserialize, Serialize};
 
 pub use logferry_core::config::Partitioning;
+use logferry_core::failpoint;
 use logferry_core::ledger::Ledger;
 use logferry_core::partition::Window;
 use logferry_core::storage::{Location, delete_if_exists, put_create};
@@ -320,6 +321,7 @@ impl Warehouse for LocalWarehouse {
             put_create(self.store.store.as_ref(), &Path::from(dest.as_str()), bytes).await?;
             files.push(dest);
         }
+        failpoint::hit("warehouse.after_files");
         let load = LocalLoad {
             job_id: job.job_id.clone(),
             files,
@@ -339,6 +341,7 @@ impl Warehouse for LocalWarehouse {
         self.meta
             .commit(&key, prev.as_ref().map(|p| p.version), &commit)
             .await?;
+        failpoint::hit("warehouse.after_commit");
         if let Some(p) = prev {
             let keep: std::collections::HashSet<&String> = commit.files().collect();
             for f in p.value.files().filter(|f| !keep.contains(f)) {

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 
 use logferry_core::config::Settings;
+use logferry_core::failpoint;
 use logferry_core::ledger::Ledger;
 use logferry_core::metrics::{LatencyRecorder, LatencyStats};
 use logferry_core::partition::pending_marker;
@@ -178,9 +179,13 @@ pub(crate) async fn write_object(
     let created = put_create(store.as_ref(), &path, bytes).await?;
     let latency = t0.elapsed();
     if let Some((window, tenant, batch_id)) = &landing {
+        failpoint::hit("forward.after_landing_put");
         ledger
             .mark(&pending_marker(*window, tenant, batch_id))
             .await?;
+        failpoint::hit("forward.after_pending_marker");
+    } else {
+        failpoint::hit("forward.after_dlq_put");
     }
     Ok(Written {
         landing: landing.is_some(),

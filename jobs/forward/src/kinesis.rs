@@ -30,7 +30,8 @@ use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 
 use logferry_core::config::{AwsSettings, Settings, Tenant};
-use logferry_core::ledger::Ledger;
+use logferry_core::failpoint;
+use logferry_core::ledger::{Holder, Lease, Ledger};
 use logferry_core::partition::{STATE, Stage, TenantId, Window, dlq_file, landing_file};
 use logferry_core::storage::{Created, Location, writer_properties};
 
@@ -63,14 +64,14 @@ pub async fn client(aws: &AwsSettings) -> Client {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .retry_config(
             RetryConfig::standard()
-                .with_max_attempts(5)
+                .with_max_attempts(aws.max_attempts)
                 .with_initial_backoff(Duration::from_millis(100))
-                .with_max_backoff(Duration::from_secs(5)),
+                .with_max_backoff(Duration::from_secs(10)),
         )
         .timeout_config(
             TimeoutConfig::builder()
                 .connect_timeout(Duration::from_secs(5))
-                .operation_attempt_timeout(Duration::from_secs(20))
+                .operation_attempt_timeout(aws.request_timeout)
                 .build(),
         );
     if let Some(r) = &aws.region {
@@ -199,6 +200,7 @@ pub struct KinesisForwarder {
     client: Client,
     props: WriterProperties,
     tenant_ids: Arc<Vec<String>>,
+    holder: Holder,
 }
 
 impl KinesisForwarder {
@@ -219,6 +221,7 @@ impl KinesisForwarder {
             settings,
             lake,
             client,
+            holder: Holder::this_process(),
         })
     }
 
@@ -318,12 +321,29 @@ impl KinesisForwarder {
                     .collect();
                 for s in ready_shards(&shards, &finished) {
                     let id = s.shard_id().to_string();
-                    if done.contains(&id) || !running.insert(id.clone()) {
+                    if done.contains(&id) || running.contains(&id) {
                         continue;
                     }
+                    // One reader per shard: another forwarder reading it
+                    // keeps it (until its lease lapses).
+                    let key = format!("leases/shards/{stream}/{id}");
+                    let Some(lease) = self
+                        .ledger
+                        .try_lease(&key, &self.holder, self.settings.kinesis.lease_ttl)
+                        .await?
+                    else {
+                        tracing::info!(%stream, shard = %id, "Shard is read by another forwarder: skipped.");
+                        if once {
+                            done.insert(id);
+                        }
+                        continue;
+                    };
+                    running.insert(id.clone());
                     let me = self.clone();
                     let (stream, tenant, stop) = (stream.to_string(), tenant.clone(), stop.clone());
-                    tasks.spawn(async move { me.shard(&stream, &tenant, &id, once, stop).await });
+                    tasks.spawn(
+                        async move { me.shard(&stream, &tenant, &id, once, stop, lease).await },
+                    );
                 }
             }
             if tasks.is_empty() {
@@ -419,6 +439,7 @@ impl KinesisForwarder {
             c.report.objects += new;
             c.report.objects_existing += existing;
         }
+        failpoint::hit("kinesis.after_landing_put");
         // Everything above is durable: now the checkpoint may move.
         if last.is_some() || finished {
             c.total += records;
@@ -434,6 +455,7 @@ impl KinesisForwarder {
                 .await?;
             c.prev_version = Some(v);
             c.report.checkpoint = cp.sequence_number;
+            failpoint::hit("kinesis.after_checkpoint");
         }
         Ok(stats)
     }
@@ -445,7 +467,25 @@ impl KinesisForwarder {
         shard: &str,
         once: bool,
         stop: Arc<AtomicBool>,
+        mut lease: Lease,
     ) -> Result<(ShardReport, DecodeStats)> {
+        let result = self
+            .read_shard(stream, tenant, shard, once, stop, &mut lease)
+            .await;
+        lease.release().await?;
+        result
+    }
+
+    async fn read_shard(
+        &self,
+        stream: &str,
+        tenant: &Tenant,
+        shard: &str,
+        once: bool,
+        stop: Arc<AtomicBool>,
+        lease: &mut Lease,
+    ) -> Result<(ShardReport, DecodeStats)> {
+        let mut renewed = Instant::now();
         let k = &self.settings.kinesis;
         let f = &self.settings.forward;
         let cp = self
@@ -483,6 +523,10 @@ impl KinesisForwarder {
                 return Ok((c.report, stats));
             };
             tokio::time::sleep_until(next_call.into()).await;
+            if renewed.elapsed() > k.lease_ttl / 3 {
+                lease.renew().await?;
+                renewed = Instant::now();
+            }
             c.report.calls += 1;
             let resp = match self
                 .client

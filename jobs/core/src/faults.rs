@@ -1,0 +1,421 @@
+//! Transient faults: every store is wrapped in [`Retrying`], which retries
+//! errors another attempt may not hit (5xx answers, dropped connections,
+//! timeouts: object_store's `Generic`) a bounded number of times, with
+//! exponential backoff and full jitter. With the `failpoints` feature,
+//! `LOGFERRY_FAULT_RATE=0.1` also wraps stores in [`Faulty`], which fails
+//! that share of calls, sometimes before the call reaches the store and
+//! sometimes after (the effect happened, the answer was lost), so that the
+//! test suite can prove a run under faults ends as a clean run does.
+
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, Result,
+};
+
+/// Attempts per store call before an error is returned.
+pub const STORE_ATTEMPTS: u32 = 6;
+
+/// Delay before retry `attempt` (from 1): exponential from 100 ms, capped
+/// at 10 s, with equal jitter (half fixed, half random) so that clients
+/// failing together do not retry together.
+pub fn backoff(attempt: u32) -> Duration {
+    let cap = 100u64.saturating_mul(1 << attempt.min(7)).min(10_000);
+    // Jitter from the clock's nanoseconds: no RNG state to share.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::from(d.subsec_nanos()))
+        .unwrap_or(0);
+    Duration::from_millis(cap / 2 + nanos % (cap / 2 + 1))
+}
+
+/// True for store errors worth another attempt.
+pub fn transient(e: &object_store::Error) -> bool {
+    matches!(
+        e,
+        object_store::Error::Generic { .. } | object_store::Error::JoinError { .. }
+    )
+}
+
+async fn retry<T, F, Fut>(what: &str, mut f: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut attempt = 1;
+    loop {
+        match f().await {
+            Err(e) if attempt < STORE_ATTEMPTS && transient(&e) => {
+                tracing::debug!(attempt, error = %e, "Retrying store {what}.");
+                tokio::time::sleep(backoff(attempt)).await;
+                attempt += 1;
+            }
+            r => return r,
+        }
+    }
+}
+
+/// A store whose transient failures are retried.
+#[derive(Debug)]
+pub struct Retrying {
+    inner: Arc<dyn ObjectStore>,
+}
+
+impl Retrying {
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<dyn ObjectStore>) -> Self {
+        Retrying { inner }
+    }
+}
+
+impl std::fmt::Display for Retrying {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Retrying({})", self.inner)
+    }
+}
+
+#[async_trait]
+impl ObjectStore for Retrying {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> Result<PutResult> {
+        retry("put", || {
+            self.inner.put_opts(location, payload.clone(), opts.clone())
+        })
+        .await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> Result<Box<dyn MultipartUpload>> {
+        retry("multipart", || {
+            self.inner.put_multipart_opts(location, opts.clone())
+        })
+        .await
+    }
+
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+        retry("get", || self.inner.get_opts(location, options.clone())).await
+    }
+
+    async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
+        retry("get ranges", || self.inner.get_ranges(location, ranges)).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, Result<Path>>,
+    ) -> BoxStream<'static, Result<Path>> {
+        let inner = self.inner.clone();
+        locations
+            .then(move |loc| {
+                let inner = inner.clone();
+                async move {
+                    let p = loc?;
+                    retry("delete", || inner.delete(&p)).await?;
+                    Ok(p)
+                }
+            })
+            .boxed()
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+        // A listing is retried whole: collected, then handed out.
+        let inner = self.inner.clone();
+        let prefix = prefix.cloned();
+        futures::stream::once(async move {
+            retry("list", || {
+                inner.list(prefix.as_ref()).try_collect::<Vec<_>>()
+            })
+            .await
+        })
+        .map_ok(|v| futures::stream::iter(v.into_iter().map(Ok)))
+        .try_flatten()
+        .boxed()
+    }
+
+    fn list_with_offset(
+        &self,
+        prefix: Option<&Path>,
+        offset: &Path,
+    ) -> BoxStream<'static, Result<ObjectMeta>> {
+        let inner = self.inner.clone();
+        let (prefix, offset) = (prefix.cloned(), offset.clone());
+        futures::stream::once(async move {
+            retry("list", || {
+                inner
+                    .list_with_offset(prefix.as_ref(), &offset)
+                    .try_collect::<Vec<_>>()
+            })
+            .await
+        })
+        .map_ok(|v| futures::stream::iter(v.into_iter().map(Ok)))
+        .try_flatten()
+        .boxed()
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+        retry("list", || self.inner.list_with_delimiter(prefix)).await
+    }
+
+    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
+        retry("copy", || self.inner.copy_opts(from, to, options.clone())).await
+    }
+
+    async fn rename_opts(&self, from: &Path, to: &Path, options: RenameOptions) -> Result<()> {
+        retry("rename", || {
+            self.inner.rename_opts(from, to, options.clone())
+        })
+        .await
+    }
+}
+
+/// Fails a share of store calls (test builds).
+#[derive(Debug)]
+pub struct Faulty {
+    inner: Arc<dyn ObjectStore>,
+    rate: f64,
+    state: Mutex<u64>,
+}
+
+/// Where an injected fault strikes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Strike {
+    /// The call never reaches the store.
+    Before,
+    /// The call takes effect; its answer is lost.
+    After,
+}
+
+impl Faulty {
+    /// Wraps `inner`, failing `rate` of the calls; `seed` fixes the choice.
+    pub fn new(inner: Arc<dyn ObjectStore>, rate: f64, seed: u64) -> Self {
+        Faulty {
+            inner,
+            rate: rate.clamp(0.0, 1.0),
+            state: Mutex::new(seed | 1),
+        }
+    }
+
+    fn roll(&self) -> Option<Strike> {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        *s ^= *s << 13;
+        *s ^= *s >> 7;
+        *s ^= *s << 17;
+        let x = (*s >> 11) as f64 / (1u64 << 53) as f64;
+        if x >= self.rate {
+            None
+        } else if (*s & 1) == 0 {
+            Some(Strike::Before)
+        } else {
+            Some(Strike::After)
+        }
+    }
+
+    fn fault(what: &str) -> object_store::Error {
+        object_store::Error::Generic {
+            store: "faulty",
+            source: format!("injected fault on {what}").into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Faulty {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Faulty({}, {})", self.inner, self.rate)
+    }
+}
+
+#[async_trait]
+impl ObjectStore for Faulty {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> Result<PutResult> {
+        match self.roll() {
+            Some(Strike::Before) => Err(Self::fault("put")),
+            Some(Strike::After) => {
+                self.inner.put_opts(location, payload, opts).await?;
+                Err(Self::fault("put (after it landed)"))
+            }
+            None => self.inner.put_opts(location, payload, opts).await,
+        }
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> Result<Box<dyn MultipartUpload>> {
+        match self.roll() {
+            Some(_) => Err(Self::fault("multipart")),
+            None => self.inner.put_multipart_opts(location, opts).await,
+        }
+    }
+
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+        match self.roll() {
+            Some(_) => Err(Self::fault("get")),
+            None => self.inner.get_opts(location, options).await,
+        }
+    }
+
+    async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
+        match self.roll() {
+            Some(_) => Err(Self::fault("get ranges")),
+            None => self.inner.get_ranges(location, ranges).await,
+        }
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, Result<Path>>,
+    ) -> BoxStream<'static, Result<Path>> {
+        let strike = self.roll();
+        let inner = self.inner.clone();
+        locations
+            .then(move |loc| {
+                let inner = inner.clone();
+                async move {
+                    let p = loc?;
+                    match strike {
+                        Some(Strike::Before) => Err(Self::fault("delete")),
+                        Some(Strike::After) => {
+                            inner.delete(&p).await?;
+                            Err(Self::fault("delete (after it happened)"))
+                        }
+                        None => {
+                            inner.delete(&p).await?;
+                            Ok(p)
+                        }
+                    }
+                }
+            })
+            .boxed()
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+        match self.roll() {
+            Some(_) => futures::stream::once(async { Err(Self::fault("list")) }).boxed(),
+            None => self.inner.list(prefix),
+        }
+    }
+
+    fn list_with_offset(
+        &self,
+        prefix: Option<&Path>,
+        offset: &Path,
+    ) -> BoxStream<'static, Result<ObjectMeta>> {
+        match self.roll() {
+            Some(_) => futures::stream::once(async { Err(Self::fault("list")) }).boxed(),
+            None => self.inner.list_with_offset(prefix, offset),
+        }
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+        match self.roll() {
+            Some(_) => Err(Self::fault("list")),
+            None => self.inner.list_with_delimiter(prefix).await,
+        }
+    }
+
+    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
+        match self.roll() {
+            Some(_) => Err(Self::fault("copy")),
+            None => self.inner.copy_opts(from, to, options).await,
+        }
+    }
+
+    async fn rename_opts(&self, from: &Path, to: &Path, options: RenameOptions) -> Result<()> {
+        match self.roll() {
+            Some(_) => Err(Self::fault("rename")),
+            None => self.inner.rename_opts(from, to, options).await,
+        }
+    }
+}
+
+/// Wraps a store for use by the pipeline: transient errors retried and,
+/// in `failpoints` builds with `LOGFERRY_FAULT_RATE` set, faults injected
+/// beneath the retries. Stores that retry inside (S3: object_store's own
+/// bounded retries) only get the retry layer when faults are injected.
+pub fn wrap(store: Arc<dyn ObjectStore>, retries_inside: bool) -> Arc<dyn ObjectStore> {
+    #[cfg(feature = "failpoints")]
+    let store: Arc<dyn ObjectStore> = match std::env::var("LOGFERRY_FAULT_RATE")
+        .ok()
+        .and_then(|r| r.parse::<f64>().ok())
+        .filter(|r| *r > 0.0)
+    {
+        Some(rate) => {
+            let seed = std::env::var("LOGFERRY_FAULT_SEED")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0x5eed);
+            return Arc::new(Retrying::new(Arc::new(Faulty::new(store, rate, seed))));
+        }
+        None => store,
+    };
+    if retries_inside {
+        store
+    } else {
+        Arc::new(Retrying::new(store))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::memory::InMemory;
+
+    #[tokio::test]
+    async fn retries_carry_a_faulty_store_through() {
+        let faulty: Arc<dyn ObjectStore> = Arc::new(Faulty::new(Arc::new(InMemory::new()), 0.3, 7));
+        let store = Retrying::new(faulty);
+        for i in 0..40 {
+            let p = Path::from(format!("k/{i}"));
+            // A put that landed but lost its answer is retried as a create:
+            // AlreadyExists is then the truth, not an error of ours.
+            let opts = PutOptions::from(object_store::PutMode::Create);
+            match store
+                .put_opts(&p, PutPayload::from_static(b"x"), opts)
+                .await
+            {
+                Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => {}
+                Err(e) => panic!("{e}"),
+            }
+            assert_eq!(
+                &store.get(&p).await.unwrap().bytes().await.unwrap()[..],
+                b"x"
+            );
+        }
+        let listed: Vec<_> = store
+            .list(Some(&Path::from("k")))
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(listed.len(), 40);
+    }
+
+    #[tokio::test]
+    async fn every_call_failing_fails_after_bounded_attempts() {
+        let store = Retrying::new(Arc::new(Faulty::new(Arc::new(InMemory::new()), 1.0, 3)));
+        let t0 = std::time::Instant::now();
+        let e = store.get(&Path::from("x")).await.unwrap_err();
+        assert!(transient(&e), "{e}");
+        assert!(t0.elapsed() < Duration::from_secs(30));
+    }
+}

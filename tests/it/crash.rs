@@ -1,0 +1,390 @@
+//! Crash at every step: for each named crash point, the pipeline runs as real
+//! processes until one dies there (`LOGFERRY_CRASH_AT`, an abort: no
+//! destructors, no flushes), then runs again to completion; the warehouse
+//! must then hold exactly the rows of a run that never crashed (nothing
+//! missing, nothing twice), the DLQ the same entries, and `reconcile` must
+//! balance with the same counts. The walk fails when a point is never
+//! reached, so the list of points cannot rot. Only in `failpoints` builds.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Mutex;
+
+use logferry_core::failpoint::POINTS;
+use logferry_forward::workload::Expected;
+
+use crate::common::*;
+
+/// One pipeline invocation: the arguments after `logferry`.
+type Step = Vec<String>;
+
+/// The binary, with this environment's config and data dir and nothing
+/// inherited that would change what it does.
+pub fn logferry(env: &Env, args: &[String]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_logferry"));
+    c.env_remove("LOGFERRY_CONFIG")
+        .env_remove("LOGFERRY_CRASH_AT")
+        .env_remove("LOGFERRY_FAULT_RATE")
+        .env("LOGFERRY_LOG", "warn")
+        .args(args)
+        .arg("--config")
+        .arg(&env.config)
+        .arg("--data-dir")
+        .arg(env.data_dir());
+    c
+}
+
+/// Runs a step that must succeed; returns its stdout.
+pub fn step_ok(env: &Env, args: &[String]) -> String {
+    let out = logferry(env, args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "logferry {args:?} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs `steps`; with `crash_at`, steps run with the crash point armed
+/// until one dies there, which is then run again, unarmed, as are the
+/// rest. Returns whether the point was reached.
+fn walk(env: &Env, steps: &[Step], crash_at: Option<&str>) -> bool {
+    let mut crashed = false;
+    for step in steps {
+        if let Some(point) = crash_at.filter(|_| !crashed) {
+            let out = logferry(env, step)
+                .env("LOGFERRY_CRASH_AT", point)
+                .output()
+                .unwrap();
+            if out.status.success() {
+                continue;
+            }
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                out.status.signal() == Some(6) && stderr.contains(&format!("crashing at {point}")),
+                "logferry {step:?} with {point} armed failed otherwise ({}):\n{stderr}",
+                out.status
+            );
+            crashed = true;
+        }
+        step_ok(env, step);
+    }
+    crashed
+}
+
+/// What a finished pipeline holds, as the CLI reports it.
+#[derive(Debug, PartialEq, Eq)]
+struct Outcome {
+    /// Every warehouse row but its ingest time (the run's clock), sorted.
+    rows: Vec<String>,
+    /// DLQ entries per stage, reason and tenant.
+    dlq: String,
+    /// `reconcile --json`'s tenants.
+    tenants: serde_json::Value,
+}
+
+fn outcome(env: &Env) -> Outcome {
+    let sql = |q: &str| step_ok(env, &strings(&["sql", "--format", "csv", q]));
+    let rows: Vec<String> = sql(
+        "SELECT tenant_id, event_id, timestamp, level, service, message, request_id, \
+         trace_id, source, source_account, attributes FROM warehouse \
+         ORDER BY tenant_id, event_id",
+    )
+    .lines()
+    .skip(1)
+    .map(str::to_string)
+    .collect();
+    let dlq = sql("SELECT stage, reason, tenant_id, count(*) AS n FROM dlq \
+         GROUP BY stage, reason, tenant_id ORDER BY stage, reason, tenant_id");
+    let out = logferry(env, &strings(&["reconcile", "--json"]))
+        .output()
+        .unwrap();
+    let rec: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "reconcile --json: {e}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_eq!(rec["balanced"], true, "{rec}");
+    assert!(out.status.success());
+    Outcome {
+        rows,
+        dlq,
+        tenants: rec["tenants"].clone(),
+    }
+}
+
+pub fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| s.to_string()).collect()
+}
+
+/// Where and how a walk runs.
+struct Walk {
+    name: &'static str,
+    backend: Backend,
+    /// Config appended to the environment's.
+    extra: String,
+    /// `[[tenant]]` tables.
+    tenants: String,
+    /// The pipeline, as CLI invocations (input paths are absolute).
+    steps: Vec<Step>,
+    /// Points this walk cannot reach, with the reason.
+    unreachable: BTreeMap<&'static str, &'static str>,
+}
+
+impl Walk {
+    fn env(&self) -> Env {
+        Env::with_tenants(self.backend, &self.extra, &self.tenants).unwrap()
+    }
+
+    /// Walks every reachable point, two at a time; returns the points
+    /// reached. Each walk ends exactly as the walk that never crashed.
+    fn run(&self) -> BTreeSet<&'static str> {
+        let t0 = std::time::Instant::now();
+        let clean = self.env();
+        assert!(!walk(&clean, &self.steps, None));
+        let want = outcome(&clean);
+        assert!(!want.rows.is_empty());
+        let distinct: BTreeSet<&String> = want.rows.iter().collect();
+        assert_eq!(distinct.len(), want.rows.len(), "a clean run loaded twice");
+
+        let todo: Vec<&'static str> = POINTS
+            .iter()
+            .map(|(p, _)| *p)
+            .filter(|p| !self.unreachable.contains_key(p))
+            .collect();
+        let next = Mutex::new(todo.clone().into_iter());
+        let reached = Mutex::new(BTreeSet::new());
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                s.spawn(|| {
+                    loop {
+                        let Some(point) = next.lock().unwrap().next() else {
+                            return;
+                        };
+                        let env = self.env();
+                        if walk(&env, &self.steps, Some(point)) {
+                            reached.lock().unwrap().insert(point);
+                        }
+                        let got = outcome(&env);
+                        assert_eq!(
+                            got.rows.len(),
+                            want.rows.len(),
+                            "{}: after a crash at {point}: rows",
+                            self.name
+                        );
+                        assert!(
+                            got == want,
+                            "{}: after a crash at {point} the pipeline ended otherwise:\n\
+                             got {got:?}\nwant {want:?}",
+                            self.name
+                        );
+                        // Nothing is left half done: another run finds no work.
+                        let again = step_ok(&env, &strings(&["run"]));
+                        assert!(
+                            again.contains("Nothing to do"),
+                            "{}: after {point}: {again}",
+                            self.name
+                        );
+                    }
+                });
+            }
+        });
+        let reached = reached.into_inner().unwrap();
+        let missed: Vec<_> = todo.iter().filter(|p| !reached.contains(*p)).collect();
+        assert!(
+            missed.is_empty(),
+            "{}: crash points never reached: {missed:?}",
+            self.name
+        );
+        eprintln!(
+            "{}: {} of {} crash points walked and survived in {:.1} s",
+            self.name,
+            reached.len(),
+            POINTS.len(),
+            t0.elapsed().as_secs_f64()
+        );
+        reached
+    }
+}
+
+fn forward_steps(w: &logferry_forward::workload::Workload) -> Vec<Step> {
+    let p = |x: &Path| x.to_str().unwrap().to_string();
+    vec![
+        vec![
+            "forward".into(),
+            "--input".into(),
+            p(&w.ndjson),
+            "--format".into(),
+            "ndjson".into(),
+        ],
+        vec![
+            "forward".into(),
+            "--input".into(),
+            p(&w.cloudwatch),
+            "--format".into(),
+            "cloudwatch".into(),
+        ],
+    ]
+}
+
+/// Points no walk on the embedded backends reaches.
+fn embedded_unreachable() -> BTreeMap<&'static str, &'static str> {
+    BTreeMap::from([
+        (
+            "kinesis.after_landing_put",
+            "no Kinesis on the embedded default",
+        ),
+        (
+            "kinesis.after_checkpoint",
+            "no Kinesis on the embedded default",
+        ),
+        (
+            "export.after_submit",
+            "the local warehouse has no load jobs",
+        ),
+        (
+            "export.while_polling",
+            "the local warehouse has no load jobs",
+        ),
+    ])
+}
+
+/// The labelled workload the embedded walks forward (both formats).
+fn workload(dir: &Path) -> logferry_forward::workload::Workload {
+    let mut spec = Env::spec(600, SEED);
+    spec.max_events_per_envelope = 10;
+    logferry_forward::workload::generate(&spec, dir).unwrap()
+}
+
+/// Every crash point on the embedded backends, hourly partitions (each
+/// window replaces its partition) and daily ones (appended, then sealed);
+/// plus the emulator walk's points, which together must cover them all.
+#[test]
+fn every_crash_point_is_survived_on_the_embedded_backends() {
+    let inputs = tempfile::tempdir().unwrap();
+    let w = workload(inputs.path());
+    let tenants = logferry_forward::workload::tenants_toml(TENANTS);
+    let mut steps = forward_steps(&w);
+    steps.push(strings(&["run"]));
+    let mut hourly = embedded_unreachable();
+    hourly.insert("seal.after_load", "hourly partitions are never sealed");
+    let hour = Walk {
+        name: "embedded, hourly partitions",
+        backend: Backend::Embedded,
+        extra: String::new(),
+        tenants: tenants.clone(),
+        steps: steps.clone(),
+        unreachable: hourly,
+    };
+    let mut reached = hour.run();
+
+    let mut day_steps = forward_steps(&w);
+    day_steps.push(strings(&["run", "--seal"]));
+    let day = Walk {
+        name: "embedded, daily partitions sealed",
+        backend: Backend::Embedded,
+        extra: "[warehouse]\npartitioning = \"day\"\n".into(),
+        tenants,
+        steps: day_steps,
+        unreachable: embedded_unreachable(),
+    };
+    reached.extend(day.run());
+
+    // The clean outcome is the labelled one.
+    let env = Env::new("");
+    walk(&env, &steps, None);
+    let expected = Expected::from_labels(&labels(&w));
+    let got = outcome(&env).tenants;
+    for (t, c) in &expected.tenants {
+        let g = &got[t];
+        assert_eq!(
+            (
+                g["received"].as_u64(),
+                g["loaded"].as_u64(),
+                g["dead_lettered"].as_u64(),
+                g["duplicates"].as_u64()
+            ),
+            (
+                Some(c.received),
+                Some(c.loaded),
+                Some(c.dead_lettered),
+                Some(c.duplicates)
+            ),
+            "{t}"
+        );
+    }
+
+    // Every point is reached somewhere: here, or on the emulators.
+    let all: BTreeSet<&str> = POINTS.iter().map(|(p, _)| *p).collect();
+    let emulator_only: BTreeSet<&str> = embedded_unreachable().keys().copied().collect();
+    let covered: BTreeSet<&str> = reached.union(&emulator_only).copied().collect();
+    assert_eq!(covered, all, "points no walk reaches");
+}
+
+/// Every crash point the real-service paths have, on the emulators: files
+/// and Kinesis forwarded to S3, run, exported to GCS and loaded into
+/// BigQuery with load jobs.
+#[test]
+fn every_crash_point_is_survived_on_the_emulators() {
+    if emulators().is_none() {
+        return;
+    }
+    let inputs = tempfile::tempdir().unwrap();
+    let w = workload(inputs.path());
+    let prefix = unique("crash");
+    let streams: Vec<String> = (0..TENANTS).map(|i| format!("{prefix}-{i}")).collect();
+    let mut tenants = String::new();
+    for (i, s) in streams.iter().enumerate() {
+        let id = format!("tenant-{i:04}");
+        tenants.push_str(&format!(
+            "[[tenant]]\nid = \"{id}\"\nstreams = [\"logs-{id}\", \"{s}\"]\n\
+             log_groups = [\"/tenants/{id}/\"]\naccounts = [\"{}\"]\n\n",
+            logferry_forward::workload::tenant_account(i)
+        ));
+    }
+    // The records go into the streams once: every walk reads them into
+    // its own lake, with its own checkpoints.
+    let probe = Env::with_tenants(Backend::Emulators, "", &tenants).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let k = kinesis(&probe).await;
+        create_streams(&k, &streams).await;
+        for (i, s) in streams.iter().enumerate() {
+            let t = format!("tenant-{i:04}");
+            let other = format!("tenant-{:04}", (i + 1) % TENANTS);
+            put_records(&k, s, kinesis_payloads(&t, &other, NOW_MS - 40 * 60_000)).await;
+        }
+    });
+    let mut steps = forward_steps(&w);
+    steps.push(strings(&["forward", "--kinesis", "--once"]));
+    steps.push(strings(&["run"]));
+    let walk = Walk {
+        name: "emulators (S3, Kinesis, GCS, BigQuery)",
+        backend: Backend::Emulators,
+        extra: String::new(),
+        tenants,
+        steps,
+        unreachable: BTreeMap::from([
+            (
+                "warehouse.after_files",
+                "the local warehouse's point; BigQuery loads by job",
+            ),
+            (
+                "warehouse.after_commit",
+                "the local warehouse's point; BigQuery loads by job",
+            ),
+            (
+                "seal.after_load",
+                "bqemulator has no partition decorators (docs/emulators.md)",
+            ),
+        ]),
+    };
+    let reached = walk.run();
+    assert!(reached.contains("kinesis.after_checkpoint"));
+    assert!(reached.contains("export.while_polling"));
+}
