@@ -168,6 +168,9 @@ pub fn print_kinesis(r: &logferry_forward::KinesisReport) {
             );
         }
     }
+    for b in &r.busy_shards {
+        println!("  {b}: read by another forwarder (its lease); left to it");
+    }
     for (reason, n) in &d.by_reason {
         println!("      {reason:<22} {n:>10}");
     }

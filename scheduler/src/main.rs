@@ -223,11 +223,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(dispatch(cli)) {
+    let code = match runtime.block_on(dispatch(cli)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    };
+    let faults = logferry_core::faults::injected();
+    if faults > 0 {
+        eprintln!("logferry: {faults} storage faults injected (LOGFERRY_FAULT_RATE)");
     }
+    code
 }

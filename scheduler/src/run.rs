@@ -377,10 +377,16 @@ pub fn print(report: &RunReport) {
         );
     }
     let done = report.worked() - report.seals.len();
+    let busy = report
+        .windows
+        .iter()
+        .filter(|w| w.aggregate == "busy")
+        .count();
     println!(
-        "{} window(s) processed, {} up to date, {} day(s) sealed, in {:.2} s",
+        "{} window(s) processed, {} up to date, {} left to another run, {} day(s) sealed, in {:.2} s",
         done,
-        report.windows.len() - done,
+        report.windows.len() - done - busy,
+        busy,
         report.seals.len(),
         report.duration_ms as f64 / 1000.0
     );

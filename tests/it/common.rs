@@ -87,6 +87,8 @@ pub struct Env {
     pub backend: Backend,
     /// The run's unique name (prefixes, dataset).
     pub id: String,
+    /// Environment variables the binary runs with (config overrides).
+    pub vars: Vec<(String, String)>,
 }
 
 const TEST_LIMITS: &str = "max_message_bytes = 4096\nmax_record_bytes = 16384\n\
@@ -133,6 +135,7 @@ impl Env {
             config,
             backend,
             id,
+            vars: Vec::new(),
         })
     }
 

@@ -8,46 +8,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
-use std::process::Command;
 use std::sync::Mutex;
 
 use logferry_core::failpoint::POINTS;
 use logferry_forward::workload::Expected;
 
 use crate::common::*;
-
-/// One pipeline invocation: the arguments after `logferry`.
-type Step = Vec<String>;
-
-/// The binary, with this environment's config and data dir and nothing
-/// inherited that would change what it does.
-pub fn logferry(env: &Env, args: &[String]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_logferry"));
-    c.env_remove("LOGFERRY_CONFIG")
-        .env_remove("LOGFERRY_CRASH_AT")
-        .env_remove("LOGFERRY_FAULT_RATE")
-        .env("LOGFERRY_LOG", "warn")
-        .args(args)
-        .arg("--config")
-        .arg(&env.config)
-        .arg("--data-dir")
-        .arg(env.data_dir());
-    c
-}
-
-/// Runs a step that must succeed; returns its stdout.
-pub fn step_ok(env: &Env, args: &[String]) -> String {
-    let out = logferry(env, args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "logferry {args:?} failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+use crate::procs::*;
 
 /// Runs `steps`; with `crash_at`, steps run with the crash point armed
 /// until one dies there, which is then run again, unarmed, as are the
@@ -74,52 +41,6 @@ fn walk(env: &Env, steps: &[Step], crash_at: Option<&str>) -> bool {
         step_ok(env, step);
     }
     crashed
-}
-
-/// What a finished pipeline holds, as the CLI reports it.
-#[derive(Debug, PartialEq, Eq)]
-struct Outcome {
-    /// Every warehouse row but its ingest time (the run's clock), sorted.
-    rows: Vec<String>,
-    /// DLQ entries per stage, reason and tenant.
-    dlq: String,
-    /// `reconcile --json`'s tenants.
-    tenants: serde_json::Value,
-}
-
-fn outcome(env: &Env) -> Outcome {
-    let sql = |q: &str| step_ok(env, &strings(&["sql", "--format", "csv", q]));
-    let rows: Vec<String> = sql(
-        "SELECT tenant_id, event_id, timestamp, level, service, message, request_id, \
-         trace_id, source, source_account, attributes FROM warehouse \
-         ORDER BY tenant_id, event_id",
-    )
-    .lines()
-    .skip(1)
-    .map(str::to_string)
-    .collect();
-    let dlq = sql("SELECT stage, reason, tenant_id, count(*) AS n FROM dlq \
-         GROUP BY stage, reason, tenant_id ORDER BY stage, reason, tenant_id");
-    let out = logferry(env, &strings(&["reconcile", "--json"]))
-        .output()
-        .unwrap();
-    let rec: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "reconcile --json: {e}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    assert_eq!(rec["balanced"], true, "{rec}");
-    assert!(out.status.success());
-    Outcome {
-        rows,
-        dlq,
-        tenants: rec["tenants"].clone(),
-    }
-}
-
-pub fn strings(args: &[&str]) -> Vec<String> {
-    args.iter().map(|s| s.to_string()).collect()
 }
 
 /// Where and how a walk runs.
@@ -212,26 +133,6 @@ impl Walk {
     }
 }
 
-fn forward_steps(w: &logferry_forward::workload::Workload) -> Vec<Step> {
-    let p = |x: &Path| x.to_str().unwrap().to_string();
-    vec![
-        vec![
-            "forward".into(),
-            "--input".into(),
-            p(&w.ndjson),
-            "--format".into(),
-            "ndjson".into(),
-        ],
-        vec![
-            "forward".into(),
-            "--input".into(),
-            p(&w.cloudwatch),
-            "--format".into(),
-            "cloudwatch".into(),
-        ],
-    ]
-}
-
 /// Points no walk on the embedded backends reaches.
 fn embedded_unreachable() -> BTreeMap<&'static str, &'static str> {
     BTreeMap::from([
@@ -252,13 +153,6 @@ fn embedded_unreachable() -> BTreeMap<&'static str, &'static str> {
             "the local warehouse has no load jobs",
         ),
     ])
-}
-
-/// The labelled workload the embedded walks forward (both formats).
-fn workload(dir: &Path) -> logferry_forward::workload::Workload {
-    let mut spec = Env::spec(600, SEED);
-    spec.max_events_per_envelope = 10;
-    logferry_forward::workload::generate(&spec, dir).unwrap()
 }
 
 /// Every crash point on the embedded backends, hourly partitions (each

@@ -6,7 +6,12 @@
 mod cli;
 mod common;
 #[cfg(feature = "failpoints")]
+mod concurrency;
+#[cfg(feature = "failpoints")]
 mod crash;
 mod emulators;
+mod faultproxy;
+mod faults;
 mod lambda;
 mod pipeline;
+mod procs;

@@ -75,10 +75,14 @@ pub const POINTS: &[(&str, &str)] = &[
     ),
 ];
 
-/// Aborts the process here when `LOGFERRY_CRASH_AT` names this point
-/// (`failpoints` builds only).
+/// Aborts the process here when `LOGFERRY_CRASH_AT` names this point; the
+/// first time the point named by `LOGFERRY_PAUSE_AT=<point>:<ms>` is
+/// reached, pauses there that long (tests of concurrent runners hold a
+/// lease open with it). `failpoints` builds only.
 #[cfg(feature = "failpoints")]
 pub fn hit(point: &'static str) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static PAUSED: AtomicBool = AtomicBool::new(false);
     debug_assert!(
         POINTS.iter().any(|(p, _)| *p == point),
         "crash point {point} is not listed in POINTS"
@@ -87,6 +91,19 @@ pub fn hit(point: &'static str) {
         eprintln!("logferry: crashing at {point} (LOGFERRY_CRASH_AT)");
         std::process::abort();
     }
+    if let Some(ms) = pause_at().filter(|(p, _)| p == point).map(|(_, ms)| ms)
+        && !PAUSED.swap(true, Ordering::Relaxed)
+    {
+        eprintln!("logferry: pausing {ms} ms at {point} (LOGFERRY_PAUSE_AT)");
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+}
+
+/// `LOGFERRY_PAUSE_AT`, parsed.
+fn pause_at() -> Option<(String, u64)> {
+    let v = std::env::var("LOGFERRY_PAUSE_AT").ok()?;
+    let (p, ms) = v.split_once(':')?;
+    Some((p.to_string(), ms.parse().ok()?))
 }
 
 /// No crash points in builds without the `failpoints` feature.
@@ -97,6 +114,14 @@ pub fn hit(_point: &'static str) {}
 /// Checks `LOGFERRY_CRASH_AT`: a name that is not a point, or any name in
 /// a build without points, is an error rather than a crash that never comes.
 pub fn check_env() -> Result<(), String> {
+    if let Ok(v) = std::env::var("LOGFERRY_PAUSE_AT") {
+        let known = pause_at().is_some_and(|(p, _)| POINTS.iter().any(|(n, _)| *n == p));
+        if !known || !ENABLED {
+            return Err(format!(
+                "LOGFERRY_PAUSE_AT={v}: want <point>:<milliseconds> in a failpoints build"
+            ));
+        }
+    }
     let Ok(p) = std::env::var("LOGFERRY_CRASH_AT") else {
         return Ok(());
     };

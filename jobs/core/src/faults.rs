@@ -1,7 +1,11 @@
 //! Transient faults: every store is wrapped in [`Retrying`], which retries
-//! errors another attempt may not hit (5xx answers, dropped connections,
-//! timeouts: object_store's `Generic`) a bounded number of times, with
-//! exponential backoff and full jitter. With the `failpoints` feature,
+//! errors another attempt may not hit (5xx answers, throttling, dropped
+//! connections, timeouts: object_store's `Generic`) a bounded number of
+//! times, with exponential backoff and jitter. It is the only retry layer
+//! of the stores: object_store's own retries leave out timed-out and
+//! interrupted requests that are not idempotent (a conditional create),
+//! which ours retries, since every caller takes `AlreadyExists` after a
+//! lost answer for what it is. With the `failpoints` feature,
 //! `LOGFERRY_FAULT_RATE=0.1` also wraps stores in [`Faulty`], which fails
 //! that share of calls, sometimes before the call reaches the store and
 //! sometimes after (the effect happened, the answer was lost), so that the
@@ -21,7 +25,7 @@ use object_store::{
     ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, Result,
 };
 
-/// Attempts per store call before an error is returned.
+/// Attempts per call of a local store before an error is returned.
 pub const STORE_ATTEMPTS: u32 = 6;
 
 /// Delay before retry `attempt` (from 1): exponential from 100 ms, capped
@@ -45,7 +49,7 @@ pub fn transient(e: &object_store::Error) -> bool {
     )
 }
 
-async fn retry<T, F, Fut>(what: &str, mut f: F) -> Result<T>
+async fn retry<T, F, Fut>(attempts: u32, what: &str, mut f: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T>>,
@@ -53,7 +57,7 @@ where
     let mut attempt = 1;
     loop {
         match f().await {
-            Err(e) if attempt < STORE_ATTEMPTS && transient(&e) => {
+            Err(e) if attempt < attempts && transient(&e) => {
                 tracing::debug!(attempt, error = %e, "Retrying store {what}.");
                 tokio::time::sleep(backoff(attempt)).await;
                 attempt += 1;
@@ -67,12 +71,16 @@ where
 #[derive(Debug)]
 pub struct Retrying {
     inner: Arc<dyn ObjectStore>,
+    attempts: u32,
 }
 
 impl Retrying {
-    /// Wraps `inner`.
-    pub fn new(inner: Arc<dyn ObjectStore>) -> Self {
-        Retrying { inner }
+    /// Wraps `inner`, making up to `attempts` attempts per call.
+    pub fn new(inner: Arc<dyn ObjectStore>, attempts: u32) -> Self {
+        Retrying {
+            inner,
+            attempts: attempts.max(1),
+        }
     }
 }
 
@@ -90,7 +98,7 @@ impl ObjectStore for Retrying {
         payload: PutPayload,
         opts: PutOptions,
     ) -> Result<PutResult> {
-        retry("put", || {
+        retry(self.attempts, "put", || {
             self.inner.put_opts(location, payload.clone(), opts.clone())
         })
         .await
@@ -101,18 +109,24 @@ impl ObjectStore for Retrying {
         location: &Path,
         opts: PutMultipartOptions,
     ) -> Result<Box<dyn MultipartUpload>> {
-        retry("multipart", || {
+        retry(self.attempts, "multipart", || {
             self.inner.put_multipart_opts(location, opts.clone())
         })
         .await
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
-        retry("get", || self.inner.get_opts(location, options.clone())).await
+        retry(self.attempts, "get", || {
+            self.inner.get_opts(location, options.clone())
+        })
+        .await
     }
 
     async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
-        retry("get ranges", || self.inner.get_ranges(location, ranges)).await
+        retry(self.attempts, "get ranges", || {
+            self.inner.get_ranges(location, ranges)
+        })
+        .await
     }
 
     fn delete_stream(
@@ -120,12 +134,13 @@ impl ObjectStore for Retrying {
         locations: BoxStream<'static, Result<Path>>,
     ) -> BoxStream<'static, Result<Path>> {
         let inner = self.inner.clone();
+        let attempts = self.attempts;
         locations
             .then(move |loc| {
                 let inner = inner.clone();
                 async move {
                     let p = loc?;
-                    retry("delete", || inner.delete(&p)).await?;
+                    retry(attempts, "delete", || inner.delete(&p)).await?;
                     Ok(p)
                 }
             })
@@ -136,8 +151,9 @@ impl ObjectStore for Retrying {
         // A listing is retried whole: collected, then handed out.
         let inner = self.inner.clone();
         let prefix = prefix.cloned();
+        let attempts = self.attempts;
         futures::stream::once(async move {
-            retry("list", || {
+            retry(attempts, "list", || {
                 inner.list(prefix.as_ref()).try_collect::<Vec<_>>()
             })
             .await
@@ -154,8 +170,9 @@ impl ObjectStore for Retrying {
     ) -> BoxStream<'static, Result<ObjectMeta>> {
         let inner = self.inner.clone();
         let (prefix, offset) = (prefix.cloned(), offset.clone());
+        let attempts = self.attempts;
         futures::stream::once(async move {
-            retry("list", || {
+            retry(attempts, "list", || {
                 inner
                     .list_with_offset(prefix.as_ref(), &offset)
                     .try_collect::<Vec<_>>()
@@ -168,19 +185,33 @@ impl ObjectStore for Retrying {
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
-        retry("list", || self.inner.list_with_delimiter(prefix)).await
+        retry(self.attempts, "list", || {
+            self.inner.list_with_delimiter(prefix)
+        })
+        .await
     }
 
     async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
-        retry("copy", || self.inner.copy_opts(from, to, options.clone())).await
+        retry(self.attempts, "copy", || {
+            self.inner.copy_opts(from, to, options.clone())
+        })
+        .await
     }
 
     async fn rename_opts(&self, from: &Path, to: &Path, options: RenameOptions) -> Result<()> {
-        retry("rename", || {
+        retry(self.attempts, "rename", || {
             self.inner.rename_opts(from, to, options.clone())
         })
         .await
     }
+}
+
+/// Faults injected in this process so far.
+static INJECTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Faults injected in this process so far (0 without fault injection).
+pub fn injected() -> u64 {
+    INJECTED.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Fails a share of store calls (test builds).
@@ -188,7 +219,9 @@ impl ObjectStore for Retrying {
 pub struct Faulty {
     inner: Arc<dyn ObjectStore>,
     rate: f64,
-    state: Mutex<u64>,
+    /// Calls after this many fail, all of them.
+    fail_after: u64,
+    state: Mutex<(u64, u64)>,
 }
 
 /// Where an injected fault strikes.
@@ -206,23 +239,38 @@ impl Faulty {
         Faulty {
             inner,
             rate: rate.clamp(0.0, 1.0),
-            state: Mutex::new(seed | 1),
+            fail_after: u64::MAX,
+            state: Mutex::new((seed | 1, 0)),
         }
     }
 
+    /// Fails every call after the first `n`, as a store that went away.
+    pub fn failing_after(mut self, n: u64) -> Self {
+        self.fail_after = n;
+        self
+    }
+
     fn roll(&self) -> Option<Strike> {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let (s, calls) = &mut *guard;
+        *calls += 1;
         *s ^= *s << 13;
         *s ^= *s >> 7;
         *s ^= *s << 17;
         let x = (*s >> 11) as f64 / (1u64 << 53) as f64;
-        if x >= self.rate {
+        let strike = if *calls > self.fail_after {
+            Some(Strike::Before)
+        } else if x >= self.rate {
             None
         } else if (*s & 1) == 0 {
             Some(Strike::Before)
         } else {
             Some(Strike::After)
+        };
+        if strike.is_some() {
+            INJECTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
+        strike
     }
 
     fn fault(what: &str) -> object_store::Error {
@@ -349,31 +397,41 @@ impl ObjectStore for Faulty {
     }
 }
 
-/// Wraps a store for use by the pipeline: transient errors retried and,
-/// in `failpoints` builds with `LOGFERRY_FAULT_RATE` set, faults injected
-/// beneath the retries. Stores that retry inside (S3: object_store's own
-/// bounded retries) only get the retry layer when faults are injected.
-pub fn wrap(store: Arc<dyn ObjectStore>, retries_inside: bool) -> Arc<dyn ObjectStore> {
+/// Wraps a store for use by the pipeline: transient errors retried, up to
+/// `attempts` attempts per call, and, in `failpoints` builds, faults
+/// injected beneath the retries: `LOGFERRY_FAULT_RATE` (0.0 to 1.0) of the
+/// calls fail, the choice fixed by `LOGFERRY_FAULT_SEED`; with
+/// `LOGFERRY_FAULT_AFTER=n`, every call after the first n of each store
+/// fails (a run that cannot finish).
+pub fn wrap(store: Arc<dyn ObjectStore>, attempts: u32) -> Arc<dyn ObjectStore> {
     #[cfg(feature = "failpoints")]
-    let store: Arc<dyn ObjectStore> = match std::env::var("LOGFERRY_FAULT_RATE")
-        .ok()
-        .and_then(|r| r.parse::<f64>().ok())
-        .filter(|r| *r > 0.0)
-    {
-        Some(rate) => {
-            let seed = std::env::var("LOGFERRY_FAULT_SEED")
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0x5eed);
-            return Arc::new(Retrying::new(Arc::new(Faulty::new(store, rate, seed))));
-        }
-        None => store,
-    };
-    if retries_inside {
-        store
-    } else {
-        Arc::new(Retrying::new(store))
+    let store = inject(store);
+    Arc::new(Retrying::new(store, attempts))
+}
+
+#[cfg(feature = "failpoints")]
+fn inject(store: Arc<dyn ObjectStore>) -> Arc<dyn ObjectStore> {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+    let rate = var("LOGFERRY_FAULT_RATE");
+    let after = var("LOGFERRY_FAULT_AFTER");
+    if rate.is_none() && after.is_none() {
+        return store;
     }
+    // A test's fault settings are never guessed at: bad ones stop it.
+    let num = |k: &str, v: Option<String>| -> Option<f64> {
+        v.map(|v| {
+            v.trim()
+                .parse::<f64>()
+                .unwrap_or_else(|_| panic!("{k}={v:?} is not a number"))
+        })
+    };
+    let rate = num("LOGFERRY_FAULT_RATE", rate).unwrap_or(0.0);
+    let seed = num("LOGFERRY_FAULT_SEED", var("LOGFERRY_FAULT_SEED")).unwrap_or(24301.0);
+    let mut f = Faulty::new(store, rate, seed as u64);
+    if let Some(n) = num("LOGFERRY_FAULT_AFTER", after) {
+        f = f.failing_after(n as u64);
+    }
+    Arc::new(f)
 }
 
 #[cfg(test)]
@@ -384,7 +442,7 @@ mod tests {
     #[tokio::test]
     async fn retries_carry_a_faulty_store_through() {
         let faulty: Arc<dyn ObjectStore> = Arc::new(Faulty::new(Arc::new(InMemory::new()), 0.3, 7));
-        let store = Retrying::new(faulty);
+        let store = Retrying::new(faulty, STORE_ATTEMPTS);
         for i in 0..40 {
             let p = Path::from(format!("k/{i}"));
             // A put that landed but lost its answer is retried as a create:
@@ -412,7 +470,10 @@ mod tests {
 
     #[tokio::test]
     async fn every_call_failing_fails_after_bounded_attempts() {
-        let store = Retrying::new(Arc::new(Faulty::new(Arc::new(InMemory::new()), 1.0, 3)));
+        let store = Retrying::new(
+            Arc::new(Faulty::new(Arc::new(InMemory::new()), 1.0, 3)),
+            STORE_ATTEMPTS,
+        );
         let t0 = std::time::Instant::now();
         let e = store.get(&Path::from("x")).await.unwrap_err();
         assert!(transient(&e), "{e}");

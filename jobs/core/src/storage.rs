@@ -62,17 +62,13 @@ impl Location {
             if let Some(e) = &aws.endpoint {
                 b = b.with_endpoint(e);
             }
-            // Bounded retries of 5xx answers, throttling, dropped connections
-            // and timeouts, backing off exponentially with jitter.
+            // Retries are ours (faults::wrap): bounded, with backoff and
+            // jitter, and covering timed-out conditional creates, which
+            // object_store's own would not retry.
             b = b
                 .with_retry(object_store::RetryConfig {
-                    backoff: object_store::BackoffConfig {
-                        init_backoff: std::time::Duration::from_millis(100),
-                        max_backoff: std::time::Duration::from_secs(10),
-                        base: 2.0,
-                    },
-                    max_retries: aws.max_attempts.saturating_sub(1) as usize,
-                    retry_timeout: aws.request_timeout * aws.max_attempts.max(1),
+                    max_retries: 0,
+                    ..Default::default()
                 })
                 .with_client_options(
                     object_store::ClientOptions::new()
@@ -87,7 +83,7 @@ impl Location {
             } else {
                 Arc::new(crate::rooted::Rooted::new(s3, prefix))
             };
-            let store = crate::faults::wrap(store, true);
+            let store = crate::faults::wrap(store, aws.max_attempts);
             return Ok(Location {
                 url: url.to_string(),
                 store,
@@ -123,7 +119,7 @@ impl Location {
             LocalFileSystem::new_with_prefix(&abs).map_err(|e| Error::storage(abs.display(), e))?;
         Ok(Self::from_store(
             format!("file://{}", abs.display()),
-            crate::faults::wrap(Arc::new(store), false),
+            crate::faults::wrap(Arc::new(store), crate::faults::STORE_ATTEMPTS),
         ))
     }
 

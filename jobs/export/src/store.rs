@@ -271,7 +271,11 @@ impl GcsExport {
                     return Err(Error::Gcs {
                         what: what.to_string(),
                         status: status(&e),
-                        message: e.to_string(),
+                        message: if retryable(&e) {
+                            format!("{e} (after {attempt} attempts)")
+                        } else {
+                            e.to_string()
+                        },
                     });
                 }
             }

@@ -117,6 +117,9 @@ pub struct ShardReport {
 pub struct KinesisReport {
     /// Per shard.
     pub shards: Vec<ShardReport>,
+    /// Shards left to the forwarder that held their lease (`stream/shard`).
+    #[serde(default)]
+    pub busy_shards: Vec<String>,
     /// What the decoder made of the records.
     pub decode: DecodeStats,
     /// Wall time.
@@ -256,8 +259,9 @@ impl KinesisForwarder {
         let mut first_err = None;
         for t in futures::future::join_all(tasks).await {
             match t.map_err(|e| Error::Internal(format!("stream task: {e}")))? {
-                Ok((shards, stats)) => {
+                Ok((shards, busy, stats)) => {
                     report.shards.extend(shards);
+                    report.busy_shards.extend(busy);
                     merge_stats(&mut report.decode, stats);
                 }
                 Err(e) => {
@@ -299,8 +303,9 @@ impl KinesisForwarder {
         tenant: &Tenant,
         once: bool,
         stop: Arc<AtomicBool>,
-    ) -> Result<(Vec<ShardReport>, DecodeStats)> {
+    ) -> Result<(Vec<ShardReport>, Vec<String>, DecodeStats)> {
         let mut reports = Vec::new();
+        let mut busy = BTreeSet::new();
         let mut stats = DecodeStats::default();
         // Shards read to their tip (--once) or to their end in this run.
         let mut done: BTreeSet<String> = BTreeSet::new();
@@ -333,11 +338,13 @@ impl KinesisForwarder {
                         .await?
                     else {
                         tracing::info!(%stream, shard = %id, "Shard is read by another forwarder: skipped.");
+                        busy.insert(format!("{stream}/{id}"));
                         if once {
                             done.insert(id);
                         }
                         continue;
                     };
+                    busy.remove(&format!("{stream}/{id}"));
                     running.insert(id.clone());
                     let me = self.clone();
                     let (stream, tenant, stop) = (stream.to_string(), tenant.clone(), stop.clone());
@@ -348,7 +355,7 @@ impl KinesisForwarder {
             }
             if tasks.is_empty() {
                 if once || stop.load(Ordering::Relaxed) {
-                    return Ok((reports, stats));
+                    return Ok((reports, busy.into_iter().collect(), stats));
                 }
                 tokio::time::sleep(self.settings.kinesis.idle_interval).await;
                 continue;

@@ -1,0 +1,115 @@
+//! The pipeline as real processes: the `logferry` binary run step by step
+//! on a test environment, and what a finished pipeline holds, as the CLI
+//! reports it (the crash and fault walks compare these).
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::common::*;
+
+/// One pipeline invocation: the arguments after `logferry`.
+pub type Step = Vec<String>;
+
+/// The binary, with this environment's config and data dir and nothing
+/// inherited that would change what it does.
+pub fn logferry(env: &Env, args: &[String]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_logferry"));
+    c.env_remove("LOGFERRY_CONFIG")
+        .env_remove("LOGFERRY_CRASH_AT")
+        .env_remove("LOGFERRY_FAULT_RATE")
+        .env_remove("LOGFERRY_FAULT_AFTER")
+        .env("LOGFERRY_LOG", "warn")
+        .envs(env.vars.iter().map(|(k, v)| (k, v)))
+        .args(args)
+        .arg("--config")
+        .arg(&env.config)
+        .arg("--data-dir")
+        .arg(env.data_dir());
+    c
+}
+
+/// Runs a step that must succeed; returns its stdout.
+pub fn step_ok(env: &Env, args: &[String]) -> String {
+    let out = logferry(env, args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "logferry {args:?} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// What a finished pipeline holds, as the CLI reports it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// Every warehouse row but its ingest time (the run's clock), sorted.
+    pub rows: Vec<String>,
+    /// DLQ entries per stage, reason and tenant.
+    pub dlq: String,
+    /// `reconcile --json`'s tenants.
+    pub tenants: serde_json::Value,
+}
+
+pub fn outcome(env: &Env) -> Outcome {
+    let sql = |q: &str| step_ok(env, &strings(&["sql", "--format", "csv", q]));
+    let rows: Vec<String> = sql(
+        "SELECT tenant_id, event_id, timestamp, level, service, message, request_id, \
+         trace_id, source, source_account, attributes FROM warehouse \
+         ORDER BY tenant_id, event_id",
+    )
+    .lines()
+    .skip(1)
+    .map(str::to_string)
+    .collect();
+    let dlq = sql("SELECT stage, reason, tenant_id, count(*) AS n FROM dlq \
+         GROUP BY stage, reason, tenant_id ORDER BY stage, reason, tenant_id");
+    let out = logferry(env, &strings(&["reconcile", "--json"]))
+        .output()
+        .unwrap();
+    let rec: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "reconcile --json: {e}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_eq!(rec["balanced"], true, "{rec}");
+    assert!(out.status.success());
+    Outcome {
+        rows,
+        dlq,
+        tenants: rec["tenants"].clone(),
+    }
+}
+
+pub fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| s.to_string()).collect()
+}
+
+pub fn forward_steps(w: &logferry_forward::workload::Workload) -> Vec<Step> {
+    let p = |x: &Path| x.to_str().unwrap().to_string();
+    vec![
+        vec![
+            "forward".into(),
+            "--input".into(),
+            p(&w.ndjson),
+            "--format".into(),
+            "ndjson".into(),
+        ],
+        vec![
+            "forward".into(),
+            "--input".into(),
+            p(&w.cloudwatch),
+            "--format".into(),
+            "cloudwatch".into(),
+        ],
+    ]
+}
+
+/// The labelled workload the embedded walks forward (both formats).
+pub fn workload(dir: &Path) -> logferry_forward::workload::Workload {
+    let mut spec = Env::spec(600, SEED);
+    spec.max_events_per_envelope = 10;
+    logferry_forward::workload::generate(&spec, dir).unwrap()
+}
