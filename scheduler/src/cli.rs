@@ -164,6 +164,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Checks that hold the pipeline to its promises.
+    Verify {
+        /// What to check.
+        #[command(subcommand)]
+        command: VerifyCommand,
+    },
     /// Tools for the test suite and for operators.
     Debug {
         /// What to do.
@@ -172,6 +178,23 @@ pub enum Command {
     },
     /// Windows and the state of each stage.
     Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `logferry verify ...`.
+#[derive(Debug, Subcommand)]
+pub enum VerifyCommand {
+    /// Every row of landing, curated, the DLQ, the rollups and the warehouse
+    /// (BigQuery too) sits with its own tenant: the tenant of its partition,
+    /// and the one its source maps to. Exit status 1, with the offending
+    /// paths, when one does not.
+    Isolation {
+        /// Only this window's lake partitions, YYYY-MM-DDTHH (UTC).
+        #[arg(long)]
+        window: Option<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,

@@ -11,3 +11,4 @@ pub mod reconcile;
 pub mod run;
 pub mod sql;
 pub mod status;
+pub mod verify;

@@ -189,6 +189,22 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Verify {
+            command: cli::VerifyCommand::Isolation { window: w, json },
+        } => {
+            let ctx = Ctx::open(g).await?;
+            let r = logferry::verify::isolation(&ctx, window(w)?).await?;
+            if *json {
+                print_json(&r)?;
+            } else {
+                logferry::verify::print(&r);
+            }
+            Ok(if r.isolated() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
         Command::Status { json } => {
             let ctx = Ctx::open(g).await?;
             let r = status::status(&ctx).await?;

@@ -48,6 +48,7 @@ fn demo_runs_the_whole_pipeline_and_balances() {
     let v: serde_json::Value = serde_json::from_str(&rows).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 4);
     assert_eq!(v[0]["tenant_id"], "tenant-0000");
+    run_ok(bin().args(["verify", "isolation", "--data-dir"]).arg(&data));
     // A second demo in the same directory starts afresh.
     run_ok(
         bin()
@@ -305,21 +306,7 @@ fn forward_memory_stays_flat_as_input_grows() {
             .stdout(Stdio::null())
             .spawn()
             .unwrap();
-        let status_path = format!("/proc/{}/status", child.id());
-        let mut hwm = 0;
-        loop {
-            if let Ok(s) = std::fs::read_to_string(&status_path)
-                && let Some(l) = s.lines().find(|l| l.starts_with("VmHWM:"))
-            {
-                let kb: u64 = l.split_whitespace().nth(1).unwrap().parse().unwrap();
-                hwm = hwm.max(kb);
-            }
-            if child.try_wait().unwrap().is_some() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-        hwm
+        crate::procs::peak_rss_kib(&mut child)
     };
     let (s, b) = (peak(&small.ndjson), peak(&big.ndjson));
     assert!(s > 0 && b > 0);

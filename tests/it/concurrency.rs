@@ -89,11 +89,11 @@ fn concurrent_runs(backend: Backend, wait: bool) {
     step_ok(&clean, &strings(&["run"]));
     let want = outcome(&clean);
 
-    // A holds its first window for 4 s, after its outputs, before commit.
+    // A holds its first window for 8 s, after its outputs, before commit.
     let a = spawn(
         &env,
         &["run", "--json"],
-        Some("aggregate.after_outputs:4000"),
+        Some("aggregate.after_outputs:8000"),
     );
     await_lease(&env, "leases/windows");
     let t0 = Instant::now();
@@ -130,6 +130,7 @@ fn concurrent_runs(backend: Backend, wait: bool) {
     let again = step_ok(&env, &strings(&["run"]));
     assert!(again.contains("Nothing to do"), "{again}");
     assert_eq!(outcome(&env), want);
+    assert_isolated(&env);
 }
 
 #[test]
@@ -179,11 +180,11 @@ fn two_forwarders_on_the_same_shards() {
         )
         .await;
     });
-    // A holds a shard for 4 s after landing its first object.
+    // A holds a shard for 8 s after landing its first object.
     let a = spawn(
         &env,
         &["forward", "--kinesis", "--once", "--json"],
-        Some("kinesis.after_landing_put:4000"),
+        Some("kinesis.after_landing_put:8000"),
     );
     await_lease(&env, "leases/shards");
     let b = spawn(&env, &["forward", "--kinesis", "--once", "--json"], None);
@@ -236,4 +237,5 @@ fn two_forwarders_on_the_same_shards() {
         assert_eq!(rec[t]["loaded"], 45, "{rec}");
         assert_eq!(rec[t]["duplicates"], 5, "{rec}");
     }
+    assert_isolated(&env);
 }

@@ -104,6 +104,7 @@ impl Walk {
                              got {got:?}\nwant {want:?}",
                             self.name
                         );
+                        assert_isolated(&env);
                         // Nothing is left half done: another run finds no work.
                         let again = step_ok(&env, &strings(&["run"]));
                         assert!(

@@ -89,10 +89,10 @@ async fn kinesis_to_bigquery_end_to_end() {
     create_streams(k, &streams).await;
     let base = NOW_MS - 30 * 60_000;
     let mut expected: BTreeMap<String, (u64, u64, u64, u64)> = BTreeMap::new();
-    for i in 0..tenants {
+    for (i, stream) in streams.iter().enumerate() {
         let t = format!("tenant-{i:04}");
         let other = format!("tenant-{:04}", (i + 1) % tenants);
-        put_records(k, &streams[i], kinesis_payloads(&t, &other, base)).await;
+        put_records(k, stream, kinesis_payloads(&t, &other, base)).await;
         // received 40 + 3 bad + 5 + 5 redelivered + 1 foreign envelope;
         // refused 3 + the foreign envelope; 5 duplicates; 45 loaded.
         expected.insert(t, (54, 45, 4, 5));
@@ -165,6 +165,7 @@ async fn kinesis_to_bigquery_end_to_end() {
             .all(|w| w.aggregate == "up_to_date" && w.export == "up_to_date")
     );
     assert_eq!(env.reconcile().await.tenants, rec.tenants);
+    crate::procs::assert_isolated(&env);
 }
 
 fn bigquery(ctx: &logferry::context::Ctx) -> Arc<logferry_export::bigquery::BigQueryWarehouse> {

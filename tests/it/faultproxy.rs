@@ -313,11 +313,11 @@ async fn serve(
     };
     let x = roll(state);
     let fault = if (x % 1_000_000) < u64::from(rate.load(Ordering::Relaxed)) {
-        Some(match (x >> 32) % 20 {
-            0..=6 => Fault::ErrorBefore,
-            7..=9 => Fault::ErrorAfter,
-            10..=13 => Fault::DropBefore,
-            14..=17 => Fault::DropAfter,
+        Some(match (x >> 32) % 40 {
+            0..=13 => Fault::ErrorBefore,
+            14..=20 => Fault::ErrorAfter,
+            21..=29 => Fault::DropBefore,
+            30..=38 => Fault::DropAfter,
             _ => Fault::Stall,
         })
     } else {

@@ -76,6 +76,7 @@ fn store_faults_on_the_embedded_backends() {
             }
             assert!(faults > 10, "only {faults} faults injected");
             assert_eq!(outcome(&env), want);
+            assert_isolated(&env);
             eprintln!(
                 "embedded: {faults} store faults injected at 10 %, same outcome as a clean run"
             );
@@ -99,6 +100,7 @@ fn store_faults_on_the_embedded_backends() {
                 step_ok(&env, s);
             }
             assert_eq!(outcome(&env), want);
+            assert_isolated(&env);
             eprintln!("embedded: with every call failing, each step failed loudly");
         });
 
@@ -123,6 +125,7 @@ fn store_faults_on_the_embedded_backends() {
             }
             assert!(died >= steps.len(), "only {died} runs died part way");
             assert_eq!(outcome(&env), want);
+            assert_isolated(&env);
             eprintln!("embedded: {died} runs died part way; the runs after them completed");
         });
     });
@@ -146,8 +149,8 @@ impl Proxied {
                 .to_string();
             hostport.parse().unwrap()
         };
-        // A stalled call hangs past the clients' 3 s timeout.
-        let stall = Duration::from_secs(4);
+        // A stalled call hangs past the clients' 5 s timeout.
+        let stall = Duration::from_secs(6);
         Proxied {
             moto: FaultProxy::start(addr("AWS_ENDPOINT_URL"), 11, stall),
             gcs: FaultProxy::start(addr("STORAGE_EMULATOR_HOST"), 12, stall),
@@ -178,16 +181,16 @@ impl Proxied {
     fn vars(&self) -> Vec<(String, String)> {
         [
             ("LOGFERRY__AWS__ENDPOINT", self.moto.url()),
-            ("LOGFERRY__AWS__REQUEST_TIMEOUT", "3s".into()),
+            ("LOGFERRY__AWS__REQUEST_TIMEOUT", "5s".into()),
             ("LOGFERRY__GCS__ENDPOINT", self.gcs.url()),
             ("LOGFERRY__GCS__ANONYMOUS", "true".into()),
-            ("LOGFERRY__GCS__REQUEST_TIMEOUT", "3s".into()),
+            ("LOGFERRY__GCS__REQUEST_TIMEOUT", "5s".into()),
             (
                 "LOGFERRY__BIGQUERY__ENDPOINT",
                 format!("{}/bigquery/v2", self.bq.url()),
             ),
             ("LOGFERRY__BIGQUERY__ANONYMOUS", "true".into()),
-            ("LOGFERRY__BIGQUERY__REQUEST_TIMEOUT", "3s".into()),
+            ("LOGFERRY__BIGQUERY__REQUEST_TIMEOUT", "5s".into()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -268,6 +271,7 @@ fn service_faults_on_the_emulators() {
     let (faults, calls) = proxies.faults();
     let summary = proxies.summary();
     assert_eq!(outcome(&env), want);
+    assert_isolated(&env);
     assert!(
         faults * 100 >= calls * 5
             && proxies.gcs.counts.faults() > 0
@@ -309,4 +313,5 @@ fn service_faults_on_the_emulators() {
     );
     step_ok(&env, &strings(&["run"]));
     assert_eq!(outcome(&env), want);
+    assert_isolated(&env);
 }

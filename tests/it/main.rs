@@ -12,6 +12,8 @@ mod crash;
 mod emulators;
 mod faultproxy;
 mod faults;
+mod hostile;
+mod isolation;
 mod lambda;
 mod pipeline;
 mod procs;

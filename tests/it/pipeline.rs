@@ -237,6 +237,7 @@ async fn labelled_workload(backend: Backend) {
     );
 
     check_isolation(&env).await;
+    crate::procs::assert_isolated(&env);
 }
 
 /// Every row of every tenant partition (landing, dlq, curated) carries that
@@ -361,6 +362,7 @@ async fn rerun_idempotent(backend: Backend) {
     .unwrap();
     assert_eq!(r.windows[0].aggregate, "up_to_date");
     assert_eq!(r.windows[0].export, "up_to_date");
+    crate::procs::assert_isolated(&env);
 }
 
 async fn before_window(env: &Env) -> String {
@@ -439,6 +441,7 @@ async fn late_data_redoes_exactly_its_window() {
         .map(|p| p.parent().unwrap().to_path_buf())
         .collect();
     assert_eq!(curated.len(), distinct.len());
+    crate::procs::assert_isolated(&env);
 }
 
 /// The same workload, split into many small objects by a tight memory
@@ -466,6 +469,8 @@ async fn memory_bound_changes_batching_not_results() {
     a.run().await;
     b.run().await;
     assert_eq!(a.reconcile().await.tenants, b.reconcile().await.tenants);
+    crate::procs::assert_isolated(&a);
+    crate::procs::assert_isolated(&b);
 }
 
 /// Daily partitions: windows are appended as they complete; late data for
@@ -547,4 +552,5 @@ async fn daily_partitions_append_then_seal() {
     let again = env.run().await;
     assert!(again.seals.is_empty());
     assert_eq!(env.reconcile().await.tenants, rec.tenants);
+    crate::procs::assert_isolated(&env);
 }

@@ -113,3 +113,43 @@ pub fn workload(dir: &Path) -> logferry_forward::workload::Workload {
     spec.max_events_per_envelope = 10;
     logferry_forward::workload::generate(&spec, dir).unwrap()
 }
+
+/// Peak resident memory (VmHWM) of a running child, in KiB, sampled until
+/// it exits (the child is left to be waited on).
+pub fn peak_rss_kib(child: &mut std::process::Child) -> u64 {
+    let status_path = format!("/proc/{}/status", child.id());
+    let mut hwm = 0;
+    loop {
+        if let Ok(s) = std::fs::read_to_string(&status_path)
+            && let Some(l) = s.lines().find(|l| l.starts_with("VmHWM:"))
+        {
+            let kb: u64 = l.split_whitespace().nth(1).unwrap().parse().unwrap();
+            hwm = hwm.max(kb);
+        }
+        if child.try_wait().unwrap().is_some() {
+            return hwm;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// `logferry verify isolation` must pass: every row with its own tenant.
+pub fn assert_isolated(env: &Env) {
+    let out = logferry(env, &strings(&["verify", "isolation", "--json"]))
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "verify isolation: {e}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert!(
+        out.status.success() && report["violations"].as_array().is_some_and(Vec::is_empty),
+        "tenant isolation broken: {report:#}"
+    );
+    assert!(
+        report["checked"]["landing"]["rows"].as_u64().unwrap_or(0) > 0,
+        "verify isolation read no landing rows: {report:#}"
+    );
+}

@@ -847,15 +847,19 @@ impl TenantRegistry {
 }
 
 fn validate_stream_name(s: &str) -> Result<()> {
+    // Kinesis' own rule, less "." and "..": stream names are ledger path
+    // segments (checkpoints, leases).
     let ok = !s.is_empty()
         && s.len() <= 128
+        && s != "."
+        && s != ".."
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
     if ok {
         Ok(())
     } else {
         Err(Error::Config(format!(
-            "stream name {s:?} must be 1..=128 characters of [a-zA-Z0-9_.-]"
+            "stream name {s:?} must be 1..=128 characters of [a-zA-Z0-9_.-], not . or .."
         )))
     }
 }

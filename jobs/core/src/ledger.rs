@@ -40,11 +40,32 @@ pub struct Holder {
 }
 
 impl Holder {
-    /// This process.
+    /// This process. Its host part names the host, the kernel's boot and
+    /// the pid namespace, so that only a process that can see the holder's
+    /// pid judges whether it still runs (containers and Lambda sandboxes may
+    /// share a host name).
     pub fn this_process() -> Self {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_else(|_| "unknown-host".into());
+        let read = |p: &str| std::fs::read_to_string(p).map(|h| h.trim().to_string());
+        let name = read("/proc/sys/kernel/hostname").unwrap_or_else(|_| "unknown-host".into());
+        let boot: String = read("/proc/sys/kernel/random/boot_id")
+            .unwrap_or_default()
+            .chars()
+            .filter(char::is_ascii_hexdigit)
+            .take(12)
+            .collect();
+        let pid_ns: String = std::fs::read_link("/proc/self/ns/pid")
+            .map(|l| l.display().to_string())
+            .unwrap_or_default()
+            .chars()
+            .filter(char::is_ascii_digit)
+            .collect();
+        let host = if boot.is_empty() || pid_ns.is_empty() {
+            // Without both, no other process can be judged dead: leases of
+            // others only lapse.
+            format!("{}~unverifiable", name.replace(':', "_"))
+        } else {
+            format!("{}~{boot}~{pid_ns}", name.replace(':', "_"))
+        };
         let nonce = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
@@ -62,7 +83,7 @@ impl Holder {
             parts.next(),
             parts.next().and_then(|p| p.parse::<u32>().ok()),
         ) {
-            (Some(h), Some(pid)) if h == self.host => {
+            (Some(h), Some(pid)) if h == self.host && !h.ends_with("~unverifiable") => {
                 pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists()
             }
             _ => false,

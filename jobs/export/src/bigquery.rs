@@ -532,6 +532,37 @@ impl BigQueryWarehouse {
             .collect())
     }
 
+    /// Rows of `table` per (tenant_id, source): the table's reference and
+    /// the pairs with their counts (`logferry verify isolation`).
+    pub async fn tenant_sources(
+        &self,
+        table: &str,
+    ) -> Result<(String, Vec<(Option<String>, Option<String>, u64)>)> {
+        let table_ref = self.table_ref(table);
+        let sql = format!("SELECT tenant_id, source, COUNT(*) FROM {table_ref} GROUP BY 1, 2");
+        let rows = match self.query(&sql).await {
+            Ok(r) => r,
+            Err(Error::BigQuery { message, .. })
+                if message.contains("Not found") || message.contains("not found") =>
+            {
+                Vec::new()
+            }
+            Err(e) => return Err(e),
+        };
+        let mut out = Vec::with_capacity(rows.len());
+        for mut r in rows {
+            r.resize(3, None);
+            let n = match &r[2] {
+                Some(n) => n
+                    .parse::<u64>()
+                    .map_err(|_| bq_err("count", format!("COUNT(*) is not a count: {n:?}")))?,
+                None => return Err(bq_err("count", "COUNT(*) is null")),
+            };
+            out.push((r[0].take(), r[1].take(), n));
+        }
+        Ok((table_ref.trim_matches('`').to_string(), out))
+    }
+
     fn table_ref(&self, table: &str) -> String {
         format!(
             "`{}.{}.{table}`",

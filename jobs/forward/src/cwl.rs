@@ -120,6 +120,14 @@ pub fn parse_envelope(json: &[u8], max_events: usize) -> Result<Decoded<'_>, Rej
                     "envelope has no logGroup",
                 ));
             }
+            // CloudWatch Logs never sends a data message without events:
+            // one is kept for inspection rather than passed over unseen.
+            if env.log_events.is_empty() {
+                return Err(Rejection::new(
+                    Reason::CorruptEnvelope,
+                    "DATA_MESSAGE envelope without events",
+                ));
+            }
             Ok(Decoded::Data(env))
         }
         other => Err(Rejection::new(

@@ -399,6 +399,27 @@ impl<'s> Decoder<'s> {
             .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
             .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
             .collect();
+        if lines.is_empty() {
+            // A record is an item even when it holds nothing: refused, so
+            // that it is seen and counted.
+            let rej = Rejection::new(Reason::MalformedJson, "record is empty or blank");
+            let id = format!("{shard}:{seq}");
+            let len = data.len() as u64;
+            let key = tenant.id.as_str();
+            self.reject(
+                out,
+                ctx,
+                pos,
+                &rej,
+                key,
+                Some(stream),
+                Some(&id),
+                None,
+                data,
+                len,
+            );
+            return;
+        }
         let several = lines.len() > 1;
         for (i, line) in lines.into_iter().enumerate() {
             let (id, pos) = if several {
@@ -714,7 +735,9 @@ impl<'s> Decoder<'s> {
             let pos = pos.event(j + 1);
             let msg = ev.message.as_bytes();
             let key = tenant.id.as_str();
-            let fallback = ev.timestamp.checked_mul(1000);
+            // Out of range either way saturates, and is then refused by the
+            // time range check (ts_future / ts_past) like any other.
+            let fallback = Some(ev.timestamp.saturating_mul(1000));
             if msg.len() > self.settings.max_record_bytes {
                 let rej = Rejection::new(
                     Reason::OversizedRecord,

@@ -8,6 +8,8 @@ pub mod batcher;
 pub mod cwl;
 pub mod decode;
 pub mod error;
+#[cfg(test)]
+mod fuzz;
 pub mod job;
 pub mod kinesis;
 pub mod reader;
