@@ -54,11 +54,12 @@ pub struct WindowReport {
 }
 
 impl WindowReport {
-    fn busy(w: Window) -> Self {
+    /// A window in these stage states, nothing done yet.
+    fn new(w: Window, aggregate: &str, export: &str) -> Self {
         WindowReport {
             window: w.to_string(),
-            aggregate: "busy".into(),
-            export: "busy".into(),
+            aggregate: aggregate.into(),
+            export: export.into(),
             run_id: None,
             counts: BTreeMap::new(),
             rows_loaded: 0,
@@ -197,7 +198,7 @@ pub async fn run(ctx: &Ctx, opts: RunOptions) -> Result<RunReport> {
         let Some(mut held) = lease(agg.ledger(), &key, &holder, ttl, opts.wait).await? else {
             let by = agg.ledger().lease_holder(&key).await?.unwrap_or_default();
             tracing::warn!(window = %w, holder = %by, "Window is being processed by another run: left to it.");
-            reports.push(WindowReport::busy(w));
+            reports.push(WindowReport::new(w, "busy", "busy"));
             pb.inc(1);
             continue;
         };
@@ -213,20 +214,8 @@ pub async fn run(ctx: &Ctx, opts: RunOptions) -> Result<RunReport> {
         };
         let aggregate_ms = at.elapsed().as_millis() as u64;
         let mut report = WindowReport {
-            window: w.to_string(),
-            aggregate: state.into(),
-            export: "skipped".into(),
-            run_id: None,
-            counts: BTreeMap::new(),
-            rows_loaded: 0,
-            load_jobs: 0,
-            bytes_sent: 0,
-            compression_ratio: 0.0,
-            curated_bytes: 0,
             aggregate_ms: if state == "done" { aggregate_ms } else { 0 },
-            export_ms: 0,
-            e2e_latency_p95_ms: None,
-            e2e_latency_p50_ms: None,
+            ..WindowReport::new(w, state, "skipped")
         };
         if let Some(rec) = record {
             held.renew().await?;

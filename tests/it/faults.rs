@@ -219,36 +219,12 @@ fn service_faults_on_the_emulators() {
     let proxies = Proxied::start();
     let inputs = tempfile::tempdir().unwrap();
     let w = workload(inputs.path());
-    let prefix = unique("faults");
-    let streams: Vec<String> = (0..TENANTS).map(|i| format!("{prefix}-{i}")).collect();
-    let mut tenants = String::new();
-    for (i, s) in streams.iter().enumerate() {
-        let id = format!("tenant-{i:04}");
-        tenants.push_str(&format!(
-            "[[tenant]]\nid = \"{id}\"\nstreams = [\"logs-{id}\", \"{s}\"]\n\
-             log_groups = [\"/tenants/{id}/\"]\naccounts = [\"{}\"]\n\n",
-            logferry_forward::workload::tenant_account(i)
-        ));
-    }
+    let (tenants, steps) = kinesis_pipeline("faults", &w);
     let new_env = || {
         let mut e = Env::with_tenants(Backend::Emulators, "", &tenants).unwrap();
         e.vars = proxies.vars();
         e
     };
-    let probe = Env::with_tenants(Backend::Emulators, "", &tenants).unwrap();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let k = kinesis(&probe).await;
-        create_streams(&k, &streams).await;
-        for (i, s) in streams.iter().enumerate() {
-            let t = format!("tenant-{i:04}");
-            let other = format!("tenant-{:04}", (i + 1) % TENANTS);
-            put_records(&k, s, kinesis_payloads(&t, &other, NOW_MS - 40 * 60_000)).await;
-        }
-    });
-    let mut steps = forward_steps(&w);
-    steps.push(strings(&["forward", "--kinesis", "--once"]));
-    steps.push(strings(&["run"]));
 
     let clean = new_env();
     for s in &steps {

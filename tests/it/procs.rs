@@ -153,3 +153,41 @@ pub fn assert_isolated(env: &Env) {
         "verify isolation read no landing rows: {report:#}"
     );
 }
+
+/// The emulator pipeline's tenants: each reads the workload's NDJSON stream
+/// name and a Kinesis stream of its own, `<tag>-<i>`, created here and
+/// filled once with [`kinesis_payloads`]. Every environment made with the
+/// returned `[[tenant]]` tables reads those records into its own lake.
+/// Returns the tables and the pipeline's steps: both files forwarded, the
+/// streams forwarded once, then `run`.
+pub fn kinesis_pipeline(
+    tag: &str,
+    w: &logferry_forward::workload::Workload,
+) -> (String, Vec<Step>) {
+    let prefix = unique(tag);
+    let streams: Vec<String> = (0..TENANTS).map(|i| format!("{prefix}-{i}")).collect();
+    let mut tenants = String::new();
+    for (i, s) in streams.iter().enumerate() {
+        let id = format!("tenant-{i:04}");
+        tenants.push_str(&format!(
+            "[[tenant]]\nid = \"{id}\"\nstreams = [\"logs-{id}\", \"{s}\"]\n\
+             log_groups = [\"/tenants/{id}/\"]\naccounts = [\"{}\"]\n\n",
+            logferry_forward::workload::tenant_account(i)
+        ));
+    }
+    let probe = Env::with_tenants(Backend::Emulators, "", &tenants).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let k = kinesis(&probe).await;
+        create_streams(&k, &streams).await;
+        for (i, s) in streams.iter().enumerate() {
+            let t = format!("tenant-{i:04}");
+            let other = format!("tenant-{:04}", (i + 1) % TENANTS);
+            put_records(&k, s, kinesis_payloads(&t, &other, NOW_MS - 40 * 60_000)).await;
+        }
+    });
+    let mut steps = forward_steps(w);
+    steps.push(strings(&["forward", "--kinesis", "--once"]));
+    steps.push(strings(&["run"]));
+    (tenants, steps)
+}
