@@ -214,14 +214,21 @@ pub fn injected() -> u64 {
     INJECTED.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-/// Fails a share of store calls (test builds).
+/// Fails a share of store calls (test builds), multipart parts included.
 #[derive(Debug)]
 pub struct Faulty {
     inner: Arc<dyn ObjectStore>,
+    dice: Arc<Dice>,
+}
+
+/// The seeded choice of which calls fail, shared by a store and its uploads.
+#[derive(Debug)]
+struct Dice {
     rate: f64,
     /// Calls after this many fail, all of them.
     fail_after: u64,
-    state: Mutex<(u64, u64)>,
+    /// (xorshift state, calls so far, faults injected).
+    state: Mutex<(u64, u64, u64)>,
 }
 
 /// Where an injected fault strikes.
@@ -238,21 +245,48 @@ impl Faulty {
     pub fn new(inner: Arc<dyn ObjectStore>, rate: f64, seed: u64) -> Self {
         Faulty {
             inner,
-            rate: rate.clamp(0.0, 1.0),
-            fail_after: u64::MAX,
-            state: Mutex::new((seed | 1, 0)),
+            dice: Arc::new(Dice {
+                rate: rate.clamp(0.0, 1.0),
+                fail_after: u64::MAX,
+                state: Mutex::new((seed | 1, 0, 0)),
+            }),
         }
     }
 
     /// Fails every call after the first `n`, as a store that went away.
-    pub fn failing_after(mut self, n: u64) -> Self {
-        self.fail_after = n;
-        self
+    pub fn failing_after(self, n: u64) -> Self {
+        let dice = Dice {
+            rate: self.dice.rate,
+            fail_after: n,
+            state: Mutex::new(*self.dice.state.lock().unwrap_or_else(|e| e.into_inner())),
+        };
+        Faulty {
+            inner: self.inner,
+            dice: Arc::new(dice),
+        }
+    }
+
+    /// Faults this store (and its uploads) injected so far.
+    pub fn injected_here(&self) -> u64 {
+        self.dice.state.lock().unwrap_or_else(|e| e.into_inner()).2
     }
 
     fn roll(&self) -> Option<Strike> {
+        self.dice.roll()
+    }
+
+    fn fault(what: &str) -> object_store::Error {
+        object_store::Error::Generic {
+            store: "faulty",
+            source: format!("injected fault on {what}").into(),
+        }
+    }
+}
+
+impl Dice {
+    fn roll(&self) -> Option<Strike> {
         let mut guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let (s, calls) = &mut *guard;
+        let (s, calls, injected) = &mut *guard;
         *calls += 1;
         *s ^= *s << 13;
         *s ^= *s >> 7;
@@ -268,22 +302,56 @@ impl Faulty {
             Some(Strike::After)
         };
         if strike.is_some() {
+            *injected += 1;
             INJECTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         strike
     }
+}
 
-    fn fault(what: &str) -> object_store::Error {
-        object_store::Error::Generic {
-            store: "faulty",
-            source: format!("injected fault on {what}").into(),
+/// A multipart upload of a [`Faulty`] store: parts and the completion fail
+/// as the store's calls do.
+#[derive(Debug)]
+struct FaultyUpload {
+    inner: Box<dyn MultipartUpload>,
+    dice: Arc<Dice>,
+}
+
+#[async_trait]
+impl MultipartUpload for FaultyUpload {
+    fn put_part(&mut self, data: PutPayload) -> object_store::UploadPart {
+        match self.dice.roll() {
+            Some(Strike::Before) => Box::pin(async { Err(Faulty::fault("part")) }),
+            Some(Strike::After) => {
+                let part = self.inner.put_part(data);
+                Box::pin(async move {
+                    part.await?;
+                    Err(Faulty::fault("part (after it landed)"))
+                })
+            }
+            None => self.inner.put_part(data),
         }
+    }
+
+    async fn complete(&mut self) -> Result<PutResult> {
+        match self.dice.roll() {
+            Some(Strike::Before) => Err(Faulty::fault("complete")),
+            Some(Strike::After) => {
+                self.inner.complete().await?;
+                Err(Faulty::fault("complete (after it happened)"))
+            }
+            None => self.inner.complete().await,
+        }
+    }
+
+    async fn abort(&mut self) -> Result<()> {
+        self.inner.abort().await
     }
 }
 
 impl std::fmt::Display for Faulty {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Faulty({}, {})", self.inner, self.rate)
+        write!(f, "Faulty({}, {})", self.inner, self.dice.rate)
     }
 }
 
@@ -312,7 +380,13 @@ impl ObjectStore for Faulty {
     ) -> Result<Box<dyn MultipartUpload>> {
         match self.roll() {
             Some(_) => Err(Self::fault("multipart")),
-            None => self.inner.put_multipart_opts(location, opts).await,
+            None => {
+                let inner = self.inner.put_multipart_opts(location, opts).await?;
+                Ok(Box::new(FaultyUpload {
+                    inner,
+                    dice: self.dice.clone(),
+                }))
+            }
         }
     }
 

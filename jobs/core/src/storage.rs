@@ -8,14 +8,12 @@ use std::sync::Arc;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{
-    ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart,
-};
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -134,27 +132,71 @@ impl Location {
 
     /// Create-once write ([`put_create`]); objects above the multipart
     /// threshold go up in parts after a check that none exists (a part
-    /// upload cannot be conditional everywhere).
+    /// upload cannot be conditional everywhere). A part upload that fails
+    /// is aborted and started again, whole, a bounded number of times: the
+    /// store's retries cover single calls, and a part cannot be resent
+    /// under its number through them.
     pub async fn put_create(&self, path: &Path, bytes: Bytes) -> Result<Created> {
         if bytes.len() <= self.multipart_threshold {
             return put_create(self.store.as_ref(), path, bytes).await;
         }
+        let mut attempt = 1;
+        loop {
+            match self.put_parts_once(path, &bytes).await {
+                Err(e) if attempt < MULTIPART_ATTEMPTS => {
+                    tracing::warn!(attempt, error = %e, "Part upload failed; starting it again.");
+                    tokio::time::sleep(crate::faults::backoff(attempt)).await;
+                    attempt += 1;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    async fn put_parts_once(&self, path: &Path, bytes: &Bytes) -> Result<Created> {
         match self.store.head(path).await {
             Ok(_) => return Ok(Created::Existed),
             Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => return Err(Error::storage(path, e)),
         }
-        let upload = self
+        let mut upload = self
             .store
             .put_multipart(path)
             .await
             .map_err(|e| Error::storage(path, e))?;
-        let mut w = WriteMultipart::new_with_chunk_size(upload, 16 << 20);
-        w.put(bytes);
-        w.finish().await.map_err(|e| Error::storage(path, e))?;
+        let parts: Vec<_> = (0..bytes.len())
+            .step_by(PART_SIZE)
+            .map(|at| {
+                let part = bytes.slice(at..bytes.len().min(at + PART_SIZE));
+                upload.put_part(PutPayload::from(part))
+            })
+            .collect();
+        let sent = futures::stream::iter(parts)
+            .buffer_unordered(PARTS_IN_FLIGHT)
+            .try_collect::<Vec<()>>()
+            .await;
+        let done = match sent {
+            Ok(_) => upload.complete().await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = done {
+            // Parts left behind would be billed until a lifecycle rule
+            // removes them; a failed abort is only logged.
+            if let Err(a) = upload.abort().await {
+                tracing::warn!(path = %path, error = %a, "Could not abort a failed part upload.");
+            }
+            return Err(Error::storage(path, e));
+        }
         Ok(Created::New)
     }
 }
+
+/// Size of each part of a multipart upload (S3 wants at least 5 MiB).
+const PART_SIZE: usize = 16 << 20;
+/// Parts of one upload sent at once.
+const PARTS_IN_FLIGHT: usize = 4;
+/// Whole attempts at a multipart upload.
+const MULTIPART_ATTEMPTS: u32 = 4;
 
 /// What a create-once write found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -398,5 +440,45 @@ mod tests {
         );
         let got = loc.store.get(&p).await.unwrap().bytes().await.unwrap();
         assert_eq!(got, data);
+    }
+
+    /// Parts and completions that fail (before or after they took effect)
+    /// are survived by starting the upload again; the object ends whole.
+    #[tokio::test]
+    async fn part_uploads_under_faults_end_whole() {
+        use crate::faults::{Faulty, Retrying, STORE_ATTEMPTS};
+        let faulty = Arc::new(Faulty::new(Arc::new(InMemory::new()), 0.15, 11));
+        let store: Arc<dyn ObjectStore> = Arc::new(Retrying::new(faulty.clone(), STORE_ATTEMPTS));
+        let mut loc = Location::from_store("memory://", store);
+        loc.multipart_threshold = 1024;
+        let data: Bytes = (0..PART_SIZE + 1000).map(|i| (i % 251) as u8).collect();
+        for i in 0..8 {
+            let p = Path::from(format!("big/{i}.bin"));
+            loc.put_create(&p, data.clone()).await.unwrap();
+            let got = loc.store.get(&p).await.unwrap().bytes().await.unwrap();
+            assert!(got == data, "object {i} differs");
+            loc.store.delete(&p).await.unwrap();
+        }
+        assert!(faulty.injected_here() >= 4, "{}", faulty.injected_here());
+    }
+
+    /// A store that went away mid-upload: the write fails after bounded
+    /// attempts and leaves no object behind.
+    #[tokio::test]
+    async fn part_uploads_to_a_dead_store_fail_and_leave_nothing() {
+        use crate::faults::{Faulty, Retrying};
+        let mem = Arc::new(InMemory::new());
+        let faulty = Faulty::new(mem.clone(), 0.0, 1).failing_after(3);
+        let store: Arc<dyn ObjectStore> = Arc::new(Retrying::new(Arc::new(faulty), 2));
+        let mut loc = Location::from_store("memory://", store);
+        loc.multipart_threshold = 1024;
+        let p = Path::from("big/x.bin");
+        let data = Bytes::from(vec![1u8; PART_SIZE + 10]);
+        let e = loc.put_create(&p, data).await.unwrap_err();
+        assert!(e.to_string().contains("injected fault"), "{e}");
+        assert!(matches!(
+            mem.head(&p).await,
+            Err(object_store::Error::NotFound { .. })
+        ));
     }
 }
