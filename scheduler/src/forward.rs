@@ -37,22 +37,27 @@ pub async fn forward(ctx: &Ctx, input: &str, format: Format, quiet: bool) -> Res
     let _ = follower.await;
     let report = result.with_context(|| format!("forwarding {}", input.name()))?;
     logferry_core::failpoint::hit("forward.before_report");
+    record_run(ctx, report.input.as_bytes(), &report).await?;
+    Ok(report)
+}
+
+/// Keeps a forward run's report in the ledger, under
+/// `runs/forward/<time>-<hash of time and input>.json`.
+async fn record_run(ctx: &Ctx, input: &[u8], report: &impl serde::Serialize) -> Result<()> {
     let now = Utc::now();
     let id = IdHasher::new()
         .part(now.to_rfc3339().as_bytes())
-        .part(report.input.as_bytes())
+        .part(input)
         .hex();
+    let name = format!(
+        "runs/forward/{}-{}.json",
+        now.format("%Y%m%dT%H%M%SZ"),
+        &id[..8]
+    );
     Ledger::new(ctx.lake.store.clone(), STATE)
-        .put_once(
-            &format!(
-                "runs/forward/{}-{}.json",
-                now.format("%Y%m%dT%H%M%SZ"),
-                &id[..8]
-            ),
-            &report,
-        )
+        .put_once(&name, report)
         .await?;
-    Ok(report)
+    Ok(())
 }
 
 /// Prints a forward report for people.
@@ -123,21 +128,7 @@ pub async fn kinesis(ctx: &Ctx, once: bool) -> Result<logferry_forward::KinesisR
     let fwd =
         logferry_forward::KinesisForwarder::new(ctx.settings.clone(), ctx.lake.clone()).await?;
     let report = fwd.run(once, stop).await.context("reading Kinesis")?;
-    let now = Utc::now();
-    let id = IdHasher::new()
-        .part(now.to_rfc3339().as_bytes())
-        .part(b"kinesis")
-        .hex();
-    Ledger::new(ctx.lake.store.clone(), STATE)
-        .put_once(
-            &format!(
-                "runs/forward/{}-{}.json",
-                now.format("%Y%m%dT%H%M%SZ"),
-                &id[..8]
-            ),
-            &report,
-        )
-        .await?;
+    record_run(ctx, b"kinesis", &report).await?;
     Ok(report)
 }
 

@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 use anyhow::{Context as _, Result};
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::DataType;
-use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -21,7 +20,7 @@ use logferry_core::partition::{
     CURATED, DLQ, LANDING, ROLLUPS, UNKNOWN_TENANT, Window, parse_partition,
 };
 use logferry_core::schema::LOG_RECORDS_TABLE;
-use logferry_core::storage::list_all;
+use logferry_core::storage::{get_bytes, list_all};
 use logferry_export::WarehouseHandle;
 
 use crate::context::Ctx;
@@ -159,11 +158,7 @@ async fn check_object(
     tenants: &TenantRegistry,
     out: &mut Vec<Violation>,
 ) -> Result<u64> {
-    let bytes = store
-        .get(path)
-        .await
-        .with_context(|| format!("reading {shown}"))?
-        .bytes()
+    let bytes = get_bytes(store, path)
         .await
         .with_context(|| format!("reading {shown}"))?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)

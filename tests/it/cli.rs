@@ -3,6 +3,7 @@
 use std::process::{Command, Stdio};
 
 use crate::common::*;
+use crate::procs::{logferry, strings};
 
 fn bin() -> Command {
     // The emulator environment (scripts/test.sh exports it) must not leak
@@ -10,6 +11,11 @@ fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_logferry"));
     c.env_remove("LOGFERRY_CONFIG");
     c
+}
+
+/// `logferry ARGS` with `env`'s config and data dir.
+fn on(env: &Env, args: &[&str]) -> Command {
+    logferry(env, &strings(args))
 }
 
 fn run_ok(cmd: &mut Command) -> String {
@@ -72,38 +78,15 @@ fn demo_runs_the_whole_pipeline_and_balances() {
 fn sql_is_read_only_and_speaks_three_formats() {
     let env = Env::new("");
     let w = env.generate(&Env::spec(500, 5), "in");
-    let d = env.data_dir().to_path_buf();
-    let cfg = env.config.clone();
-    run_ok(
-        bin()
-            .arg("forward")
-            .arg("--input")
-            .arg(&w.ndjson)
-            .arg("--config")
-            .arg(&cfg)
-            .arg("--data-dir")
-            .arg(&d),
-    );
-    run_ok(
-        bin()
-            .args(["run", "--config"])
-            .arg(&cfg)
-            .arg("--data-dir")
-            .arg(&d),
-    );
+    let input = w.ndjson.to_string_lossy();
+    run_ok(&mut on(&env, &["forward", "--input", &input]));
+    run_ok(&mut on(&env, &["run"]));
     for bad in [
         "DROP TABLE landing",
         "INSERT INTO curated SELECT * FROM landing",
         "COPY (SELECT 1) TO '/tmp/x.csv'",
     ] {
-        let out = bin()
-            .args(["sql", "--data-dir"])
-            .arg(&d)
-            .arg("--config")
-            .arg(&cfg)
-            .arg(bad)
-            .output()
-            .unwrap();
+        let out = on(&env, &["sql", bad]).output().unwrap();
         assert!(!out.status.success(), "{bad} was accepted");
         assert!(
             String::from_utf8_lossy(&out.stderr).contains("read-only"),
@@ -111,32 +94,12 @@ fn sql_is_read_only_and_speaks_three_formats() {
         );
     }
     let q = "SELECT count(*) AS n FROM curated";
-    let table = run_ok(
-        bin()
-            .args(["sql", "--data-dir"])
-            .arg(&d)
-            .arg("--config")
-            .arg(&cfg)
-            .arg(q),
-    );
+    let table = run_ok(&mut on(&env, &["sql", q]));
     assert!(table.contains("| n "), "{table}");
-    let csv = run_ok(
-        bin()
-            .args(["sql", "--format", "csv", "--data-dir"])
-            .arg(&d)
-            .arg("--config")
-            .arg(&cfg)
-            .arg(q),
-    );
+    let csv = run_ok(&mut on(&env, &["sql", "--format", "csv", q]));
     assert!(csv.starts_with("n\n"), "{csv}");
-    let json = run_ok(
-        bin()
-            .args(["sql", "--format", "json", "--data-dir"])
-            .arg(&d)
-            .arg("--config")
-            .arg(&cfg)
-            .arg("SELECT * FROM dlq WHERE false"),
-    );
+    let empty = "SELECT * FROM dlq WHERE false";
+    let json = run_ok(&mut on(&env, &["sql", "--format", "json", empty]));
     assert_eq!(json.trim(), "[]");
     for table in [
         "landing",
@@ -147,14 +110,10 @@ fn sql_is_read_only_and_speaks_three_formats() {
         "warehouse",
         "warehouse_error_rate",
     ] {
-        run_ok(
-            bin()
-                .args(["sql", "--data-dir"])
-                .arg(&d)
-                .arg("--config")
-                .arg(&cfg)
-                .arg(format!("SELECT count(*) FROM {table}")),
-        );
+        run_ok(&mut on(
+            &env,
+            &["sql", &format!("SELECT count(*) FROM {table}")],
+        ));
     }
 }
 
@@ -162,30 +121,9 @@ fn sql_is_read_only_and_speaks_three_formats() {
 fn reconcile_fails_until_every_window_is_loaded() {
     let env = Env::new("");
     let w = env.generate(&Env::spec(800, 9), "in");
-    let d = env.data_dir().to_path_buf();
-    let cfg = env.config.clone();
-    let reconcile = || {
-        bin()
-            .args(["reconcile", "--json", "--config"])
-            .arg(&cfg)
-            .arg("--data-dir")
-            .arg(&d)
-            .output()
-            .unwrap()
-    };
+    let reconcile = || on(&env, &["reconcile", "--json"]).output().unwrap();
     // Standard input works as a source too.
-    let mut child = bin()
-        .args([
-            "forward",
-            "--input",
-            "-",
-            "--format",
-            "cloudwatch",
-            "--config",
-        ])
-        .arg(&cfg)
-        .arg("--data-dir")
-        .arg(&d)
+    let mut child = on(&env, &["forward", "--input", "-", "--format", "cloudwatch"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -206,26 +144,14 @@ fn reconcile_fails_until_every_window_is_loaded() {
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["balanced"], false);
-    run_ok(
-        bin()
-            .args(["run", "--config"])
-            .arg(&cfg)
-            .arg("--data-dir")
-            .arg(&d),
-    );
+    run_ok(&mut on(&env, &["run"]));
     let out = reconcile();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    let status = run_ok(
-        bin()
-            .args(["status", "--json", "--config"])
-            .arg(&cfg)
-            .arg("--data-dir")
-            .arg(&d),
-    );
+    let status = run_ok(&mut on(&env, &["status", "--json"]));
     let v: serde_json::Value = serde_json::from_str(&status).unwrap();
     assert!(
         v.as_array()
@@ -233,11 +159,7 @@ fn reconcile_fails_until_every_window_is_loaded() {
             .iter()
             .all(|w| w["export"] == "loaded")
     );
-    let out = bin()
-        .args(["run", "--window", "2026-01-15T1", "--config"])
-        .arg(&cfg)
-        .arg("--data-dir")
-        .arg(&d)
+    let out = on(&env, &["run", "--window", "2026-01-15T1"])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -293,14 +215,7 @@ fn forward_memory_stays_flat_as_input_grows() {
     let small = env.generate(&Env::spec(8_000, 21), "small");
     let big = env.generate(&Env::spec(32_000, 22), "big");
     let peak = |path: &std::path::Path| -> u64 {
-        let mut child = bin()
-            .arg("forward")
-            .arg("--input")
-            .arg(path)
-            .arg("--config")
-            .arg(&env.config)
-            .arg("--data-dir")
-            .arg(env.data_dir())
+        let mut child = on(&env, &["forward", "--input", &path.to_string_lossy()])
             .env("LOGFERRY__FORWARD__MAX_BUFFERED_BYTES", "2000000")
             .env("LOGFERRY__FORWARD__BATCH_MAX_RECORDS", "100000")
             .stdout(Stdio::null())

@@ -252,6 +252,19 @@ pub fn labels(w: &Workload) -> Vec<Label> {
     workload::read_labels(&w.labels).unwrap()
 }
 
+/// Per tenant: (received, loaded, dead-lettered, duplicates), as reconciled.
+pub fn tenant_counts(
+    rec: &logferry::reconcile::Reconciliation,
+) -> BTreeMap<String, (u64, u64, u64, u64)> {
+    rec.tenants
+        .iter()
+        .map(|(t, b)| {
+            let counts = (b.received, b.loaded, b.dead_lettered, b.duplicates);
+            (t.clone(), counts)
+        })
+        .collect()
+}
+
 /// Every Parquet file under a directory, recursively.
 pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();

@@ -118,16 +118,7 @@ async fn kinesis_to_bigquery_end_to_end() {
         run.windows
     );
     let rec = env.reconcile().await;
-    let got: BTreeMap<String, (u64, u64, u64, u64)> = rec
-        .tenants
-        .iter()
-        .map(|(t, b)| {
-            (
-                t.clone(),
-                (b.received, b.loaded, b.dead_lettered, b.duplicates),
-            )
-        })
-        .collect();
+    let got = tenant_counts(&rec);
     assert_eq!(got, expected, "counted from BigQuery");
     assert!(rec.balanced);
 

@@ -178,16 +178,7 @@ async fn labelled_workload(backend: Backend) {
     // Reconcile: exactly the labelled counts for every tenant, and balanced.
     let rec = env.reconcile().await;
     assert!(rec.balanced, "{rec:?}");
-    let got: BTreeMap<String, (u64, u64, u64, u64)> = rec
-        .tenants
-        .iter()
-        .map(|(t, b)| {
-            (
-                t.clone(),
-                (b.received, b.loaded, b.dead_lettered, b.duplicates),
-            )
-        })
-        .collect();
+    let got = tenant_counts(&rec);
     let want: BTreeMap<String, (u64, u64, u64, u64)> = expected
         .tenants
         .iter()

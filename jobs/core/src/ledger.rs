@@ -12,13 +12,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use object_store::ObjectStore;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
-use crate::storage::{Created, delete_if_exists, list_all, put_create};
+use crate::storage::{Created, delete_if_exists, get_bytes, list_all, put_create};
 
 /// A lease document: who holds it until when.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
@@ -180,14 +180,7 @@ impl Ledger {
     }
 
     async fn read<T: DeserializeOwned>(&self, path: &Path) -> Result<T> {
-        let bytes = self
-            .store
-            .get(path)
-            .await
-            .map_err(|e| Error::storage(path, e))?
-            .bytes()
-            .await
-            .map_err(|e| Error::storage(path, e))?;
+        let bytes = get_bytes(self.store.as_ref(), path).await?;
         serde_json::from_slice(&bytes).map_err(|e| Error::Json {
             path: path.to_string(),
             source: e,
@@ -244,14 +237,7 @@ impl Ledger {
             Created::Existed => {
                 // A retried put whose first attempt landed (the response was
                 // lost) finds its own document: that is a commit, not a loss.
-                let existing = self
-                    .store
-                    .get(&path)
-                    .await
-                    .map_err(|e| Error::storage(&path, e))?
-                    .bytes()
-                    .await
-                    .map_err(|e| Error::storage(&path, e))?;
+                let existing = get_bytes(self.store.as_ref(), &path).await?;
                 if existing != bytes {
                     return Err(Error::Conflict { path });
                 }

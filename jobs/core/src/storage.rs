@@ -285,15 +285,15 @@ pub fn encode_parquet(
     Ok(Bytes::from(buf))
 }
 
+/// A whole object's bytes.
+pub async fn get_bytes(store: &dyn ObjectStore, path: &Path) -> Result<Bytes> {
+    let got = store.get(path).await.map_err(|e| Error::storage(path, e))?;
+    got.bytes().await.map_err(|e| Error::storage(path, e))
+}
+
 /// Reads a whole Parquet object into batches.
 pub async fn read_parquet(store: &dyn ObjectStore, path: &Path) -> Result<Vec<RecordBatch>> {
-    let bytes = store
-        .get(path)
-        .await
-        .map_err(|e| Error::storage(path, e))?
-        .bytes()
-        .await
-        .map_err(|e| Error::storage(path, e))?;
+    let bytes = get_bytes(store, path).await?;
     let reader =
         parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?;
     let batches = reader.collect::<std::result::Result<Vec<_>, _>>()?;
@@ -302,13 +302,7 @@ pub async fn read_parquet(store: &dyn ObjectStore, path: &Path) -> Result<Vec<Re
 
 /// Arrow schema of a Parquet object, from its footer.
 pub async fn parquet_schema(store: &dyn ObjectStore, path: &Path) -> Result<SchemaRef> {
-    let bytes = store
-        .get(path)
-        .await
-        .map_err(|e| Error::storage(path, e))?
-        .bytes()
-        .await
-        .map_err(|e| Error::storage(path, e))?;
+    let bytes = get_bytes(store, path).await?;
     let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)?;
     Ok(b.schema().clone())
 }
@@ -341,19 +335,6 @@ pub async fn parquet_footer_rows(
         .map_err(|e| Error::storage(path, e))?;
     let md = parquet::file::metadata::ParquetMetaDataReader::decode_metadata(&meta)?;
     Ok(md.file_metadata().num_rows().max(0) as u64)
-}
-
-/// Row count of a Parquet object from its footer.
-pub async fn parquet_rows(store: &dyn ObjectStore, path: &Path) -> Result<u64> {
-    let bytes = store
-        .get(path)
-        .await
-        .map_err(|e| Error::storage(path, e))?
-        .bytes()
-        .await
-        .map_err(|e| Error::storage(path, e))?;
-    let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)?;
-    Ok(b.metadata().file_metadata().num_rows().max(0) as u64)
 }
 
 #[cfg(test)]

@@ -20,7 +20,6 @@ use arrow::datatypes::SchemaRef;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
-use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use serde::{Deserialize, Serialize};
 
@@ -32,7 +31,7 @@ use logferry_core::metrics::{LatencyRecorder, LatencyStats};
 use logferry_core::partition::{STATE, Window};
 use logferry_core::records::AggregateRecord;
 use logferry_core::schema::{LOG_RECORDS_TABLE, log_record_schema};
-use logferry_core::storage::{Created, Location, parquet_schema};
+use logferry_core::storage::{Created, Location, get_bytes, parquet_schema};
 
 use crate::error::{Error, Result};
 use crate::store::ExportStore;
@@ -304,15 +303,7 @@ impl Exporter {
     }
 
     async fn read_lake(&self, path: &str) -> Result<Bytes> {
-        Ok(self
-            .lake
-            .store
-            .get(&Path::from(path))
-            .await
-            .map_err(|e| logferry_core::Error::storage(path, e))?
-            .bytes()
-            .await
-            .map_err(|e| logferry_core::Error::storage(path, e))?)
+        Ok(get_bytes(self.lake.store.as_ref(), &Path::from(path)).await?)
     }
 
     /// Ships one run's objects; returns (files per table, bytes sent,

@@ -22,7 +22,7 @@ use object_store::path::Path;
 use tokio::sync::Mutex;
 
 use logferry_core::config::GcsSettings;
-use logferry_core::storage::{Created, Location, delete_if_exists};
+use logferry_core::storage::{Created, Location, delete_if_exists, get_bytes};
 
 use crate::error::{Error, Result};
 
@@ -79,16 +79,7 @@ impl ExportStore for ObjectExport {
     }
 
     async fn get(&self, path: &str) -> Result<Bytes> {
-        let p = Path::from(path);
-        Ok(self
-            .location
-            .store
-            .get(&p)
-            .await
-            .map_err(|e| logferry_core::Error::storage(path, e))?
-            .bytes()
-            .await
-            .map_err(|e| logferry_core::Error::storage(path, e))?)
+        Ok(get_bytes(self.location.store.as_ref(), &Path::from(path)).await?)
     }
 
     async fn delete(&self, path: &str) -> Result<()> {

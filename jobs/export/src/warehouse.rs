@@ -11,7 +11,6 @@ use arrow::datatypes::{DataType, SchemaRef, TimestampMicrosecondType};
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Datelike, Duration as ChronoDuration, TimeZone, Timelike, Utc};
-use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -21,7 +20,7 @@ pub use logferry_core::config::Partitioning;
 use logferry_core::failpoint;
 use logferry_core::ledger::Ledger;
 use logferry_core::partition::Window;
-use logferry_core::storage::{Location, delete_if_exists, put_create};
+use logferry_core::storage::{Location, delete_if_exists, get_bytes, put_create};
 
 use crate::error::{Error, Result};
 use crate::store::ExportStore;
@@ -251,16 +250,7 @@ impl LocalWarehouse {
     }
 
     async fn read(&self, path: &str) -> Result<Bytes> {
-        let p = Path::from(path);
-        Ok(self
-            .store
-            .store
-            .get(&p)
-            .await
-            .map_err(|e| logferry_core::Error::storage(path, e))?
-            .bytes()
-            .await
-            .map_err(|e| logferry_core::Error::storage(path, e))?)
+        Ok(get_bytes(self.store.store.as_ref(), &Path::from(path)).await?)
     }
 }
 

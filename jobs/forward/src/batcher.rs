@@ -142,7 +142,8 @@ pub struct DecodeStats {
 }
 
 impl DecodeStats {
-    fn merge(&mut self, o: DecodeStats) {
+    /// Adds another count of items to this one.
+    pub(crate) fn merge(&mut self, o: DecodeStats) {
         self.received += o.received;
         self.accepted += o.accepted;
         self.dead_lettered += o.dead_lettered;
@@ -156,6 +157,8 @@ impl DecodeStats {
             c.accepted += v.accepted;
             c.dead_lettered += v.dead_lettered;
         }
+        self.landing_batches += o.landing_batches;
+        self.dlq_batches += o.dlq_batches;
     }
 }
 

@@ -13,7 +13,7 @@ use crate::batch::{DlqRow, LandingRow};
 use crate::cwl::{self, Decoded};
 use crate::reason::{Reason, Rejection};
 use crate::record::{
-    Limits, ParseOptions, Val, check_tenant_claim, parse_record, timestamp_micros, validate,
+    Limits, ParseOptions, Val, check_tenant_claim, parse_record, timestamp_micros, utf8, validate,
 };
 
 /// Where an item sits in its input, for dead-letter entries.
@@ -134,6 +134,7 @@ impl<'s> Decoder<'s> {
         &raw[..raw.len().min(self.settings.dlq_raw_limit)]
     }
 
+    /// Files a refused item with its whole payload `raw`.
     #[allow(clippy::too_many_arguments)]
     fn reject(
         &mut self,
@@ -146,9 +147,39 @@ impl<'s> Decoder<'s> {
         event_id: Option<&str>,
         timestamp_us: Option<i64>,
         raw: &[u8],
+    ) {
+        let len = raw.len() as u64;
+        let at = (tenant_key, source, event_id, timestamp_us);
+        self.reject_sized(out, ctx, pos, rej, at, raw, len);
+    }
+
+    /// Files a refused item that came before any tenant was known.
+    fn reject_unknown(
+        &mut self,
+        out: &mut dyn Emit,
+        ctx: &ItemCtx<'_>,
+        pos: Pos<'_>,
+        rej: &Rejection,
+        raw: &[u8],
+    ) {
+        self.reject(out, ctx, pos, rej, UNKNOWN_TENANT, None, None, None, raw);
+    }
+
+    /// Files a refused item of `raw_len` bytes of which `raw` was kept;
+    /// `at` is (tenant key, source, event id, event time).
+    #[allow(clippy::too_many_arguments)]
+    fn reject_sized(
+        &mut self,
+        out: &mut dyn Emit,
+        ctx: &ItemCtx<'_>,
+        pos: Pos<'_>,
+        rej: &Rejection,
+        at: (&str, Option<&str>, Option<&str>, Option<i64>),
+        raw: &[u8],
         raw_len: u64,
     ) {
         use std::fmt::Write;
+        let (tenant_key, source, event_id, timestamp_us) = at;
         self.position.clear();
         let _ = write!(self.position, "{pos}");
         let raw = self.raw_cut(raw);
@@ -182,18 +213,8 @@ impl<'s> Decoder<'s> {
         out: &mut dyn Emit,
     ) {
         let rej = Rejection::new(reason, format!("line is {total} bytes, limit {limit}"));
-        self.reject(
-            out,
-            ctx,
-            pos,
-            &rej,
-            UNKNOWN_TENANT,
-            None,
-            None,
-            None,
-            prefix,
-            total,
-        );
+        let at = (UNKNOWN_TENANT, None, None, None);
+        self.reject_sized(out, ctx, pos, &rej, at, prefix, total);
     }
 
     /// One NDJSON line (without its newline). The tenant comes from the
@@ -205,27 +226,9 @@ impl<'s> Decoder<'s> {
         pos: Pos<'_>,
         out: &mut dyn Emit,
     ) {
-        let len = line.len() as u64;
-        let text = match std::str::from_utf8(line) {
+        let text = match utf8(line) {
             Ok(t) => t,
-            Err(e) => {
-                let rej = Rejection::new(
-                    Reason::InvalidUtf8,
-                    format!("invalid UTF-8 at byte {}", e.valid_up_to()),
-                );
-                return self.reject(
-                    out,
-                    ctx,
-                    pos,
-                    &rej,
-                    UNKNOWN_TENANT,
-                    None,
-                    None,
-                    None,
-                    line,
-                    len,
-                );
-            }
+            Err(rej) => return self.reject_unknown(out, ctx, pos, &rej, line),
         };
         let opts = ParseOptions {
             stream_field: Some(self.settings.stream_field.as_str()),
@@ -234,18 +237,7 @@ impl<'s> Decoder<'s> {
         let mut attrs = std::mem::take(&mut self.attrs);
         match parse_record(text, opts, &mut attrs) {
             Err(rej) => {
-                self.reject(
-                    out,
-                    ctx,
-                    pos,
-                    &rej,
-                    UNKNOWN_TENANT,
-                    None,
-                    None,
-                    None,
-                    line,
-                    len,
-                );
+                self.reject_unknown(out, ctx, pos, &rej, line);
             }
             Ok(parsed) => {
                 let ts = parsed
@@ -267,18 +259,7 @@ impl<'s> Decoder<'s> {
                             ),
                         };
                         let rej = Rejection::new(Reason::MissingSource, detail);
-                        self.reject(
-                            out,
-                            ctx,
-                            pos,
-                            &rej,
-                            UNKNOWN_TENANT,
-                            None,
-                            None,
-                            ts,
-                            line,
-                            len,
-                        );
+                        self.reject(out, ctx, pos, &rej, UNKNOWN_TENANT, None, None, ts, line);
                         self.attrs = attrs;
                         return;
                     }
@@ -299,7 +280,6 @@ impl<'s> Decoder<'s> {
                             None,
                             ts,
                             line,
-                            len,
                         );
                     }
                     Some(tenant) => {
@@ -369,7 +349,6 @@ impl<'s> Decoder<'s> {
                     Some(o.event_id),
                     ts,
                     raw,
-                    raw.len() as u64,
                 );
             }
         }
@@ -404,7 +383,6 @@ impl<'s> Decoder<'s> {
             // that it is seen and counted.
             let rej = Rejection::new(Reason::MalformedJson, "record is empty or blank");
             let id = format!("{shard}:{seq}");
-            let len = data.len() as u64;
             let key = tenant.id.as_str();
             self.reject(
                 out,
@@ -416,7 +394,6 @@ impl<'s> Decoder<'s> {
                 Some(&id),
                 None,
                 data,
-                len,
             );
             return;
         }
@@ -447,7 +424,6 @@ impl<'s> Decoder<'s> {
             Reason::UnknownTenant,
             format!("stream {stream:?} belongs to no configured tenant"),
         );
-        let len = data.len() as u64;
         self.reject(
             out,
             ctx,
@@ -458,7 +434,6 @@ impl<'s> Decoder<'s> {
             None,
             None,
             data,
-            len,
         );
     }
 
@@ -494,16 +469,11 @@ impl<'s> Decoder<'s> {
                 Some(event_id),
                 None,
                 line,
-                len,
             );
         }
-        let text = match std::str::from_utf8(line) {
+        let text = match utf8(line) {
             Ok(t) => t,
-            Err(e) => {
-                let rej = Rejection::new(
-                    Reason::InvalidUtf8,
-                    format!("invalid UTF-8 at byte {}", e.valid_up_to()),
-                );
+            Err(rej) => {
                 return self.reject(
                     out,
                     ctx,
@@ -514,7 +484,6 @@ impl<'s> Decoder<'s> {
                     Some(event_id),
                     None,
                     line,
-                    len,
                 );
             }
         };
@@ -535,7 +504,6 @@ impl<'s> Decoder<'s> {
                     Some(event_id),
                     None,
                     line,
-                    len,
                 );
             }
             Ok(parsed) => {
@@ -568,19 +536,7 @@ impl<'s> Decoder<'s> {
         match cwl::decode_base64(line) {
             Ok(gz) => self.cloudwatch_payload(&gz, line, ctx, Pos::Line(line_no), None, out),
             Err(rej) => {
-                let len = line.len() as u64;
-                self.reject(
-                    out,
-                    ctx,
-                    Pos::Line(line_no),
-                    &rej,
-                    UNKNOWN_TENANT,
-                    None,
-                    None,
-                    None,
-                    line,
-                    len,
-                );
+                self.reject_unknown(out, ctx, Pos::Line(line_no), &rej, line);
             }
         }
     }
@@ -599,38 +555,15 @@ impl<'s> Decoder<'s> {
         source: Option<(&Tenant, &str)>,
         out: &mut dyn Emit,
     ) {
-        let raw_len = raw.len() as u64;
         let mut buf = std::mem::take(&mut self.gz);
         if let Err(rej) = cwl::gunzip_bounded(gz, self.settings.max_envelope_bytes, &mut buf) {
-            self.reject(
-                out,
-                ctx,
-                pos,
-                &rej,
-                UNKNOWN_TENANT,
-                None,
-                None,
-                None,
-                raw,
-                raw_len,
-            );
+            self.reject_unknown(out, ctx, pos, &rej, raw);
             self.gz = buf;
             return;
         }
         match cwl::parse_envelope(&buf, self.settings.max_envelope_events) {
             Err(rej) => {
-                self.reject(
-                    out,
-                    ctx,
-                    pos,
-                    &rej,
-                    UNKNOWN_TENANT,
-                    None,
-                    None,
-                    None,
-                    raw,
-                    raw_len,
-                );
+                self.reject_unknown(out, ctx, pos, &rej, raw);
             }
             Ok(Decoded::Control) => out.control(),
             Ok(Decoded::Data(env)) => self.envelope(&env, raw, ctx, pos, source, out),
@@ -648,7 +581,6 @@ impl<'s> Decoder<'s> {
         source: Option<(&Tenant, &str)>,
         out: &mut dyn Emit,
     ) {
-        let raw_len = raw.len() as u64;
         let group = env.log_group.as_ref();
         if let Some((stream_tenant, stream)) = source {
             // Arrived on a tenant's stream: the log group must be that
@@ -672,18 +604,7 @@ impl<'s> Decoder<'s> {
                     ),
                 };
                 let key = stream_tenant.id.as_str();
-                return self.reject(
-                    out,
-                    ctx,
-                    pos,
-                    &rej,
-                    key,
-                    Some(stream),
-                    None,
-                    None,
-                    raw,
-                    raw_len,
-                );
+                return self.reject(out, ctx, pos, &rej, key, Some(stream), None, None, raw);
             }
         }
         let Some(tenant) = self.tenants.by_log_group(group) else {
@@ -701,7 +622,6 @@ impl<'s> Decoder<'s> {
                 None,
                 None,
                 raw,
-                raw_len,
             );
         };
         if !tenant.allows_account(&env.owner) {
@@ -723,7 +643,6 @@ impl<'s> Decoder<'s> {
                 None,
                 None,
                 raw,
-                raw_len,
             );
         }
         let opts = ParseOptions {
@@ -748,34 +667,12 @@ impl<'s> Decoder<'s> {
                     ),
                 );
                 let id = Some(ev.id.as_ref()).filter(|s| !s.is_empty());
-                self.reject(
-                    out,
-                    ctx,
-                    pos,
-                    &rej,
-                    key,
-                    Some(group),
-                    id,
-                    fallback,
-                    msg,
-                    msg.len() as u64,
-                );
+                self.reject(out, ctx, pos, &rej, key, Some(group), id, fallback, msg);
                 continue;
             }
             if ev.id.is_empty() {
                 let rej = Rejection::new(Reason::MissingField, "CloudWatch event has no id");
-                self.reject(
-                    out,
-                    ctx,
-                    pos,
-                    &rej,
-                    key,
-                    Some(group),
-                    None,
-                    fallback,
-                    msg,
-                    msg.len() as u64,
-                );
+                self.reject(out, ctx, pos, &rej, key, Some(group), None, fallback, msg);
                 continue;
             }
             match parse_record(&ev.message, opts, &mut attrs) {
@@ -790,7 +687,6 @@ impl<'s> Decoder<'s> {
                         Some(&ev.id),
                         fallback,
                         msg,
-                        msg.len() as u64,
                     );
                 }
                 Ok(parsed) => {

@@ -262,7 +262,7 @@ impl KinesisForwarder {
                 Ok((shards, busy, stats)) => {
                     report.shards.extend(shards);
                     report.busy_shards.extend(busy);
-                    merge_stats(&mut report.decode, stats);
+                    report.decode.merge(stats);
                 }
                 Err(e) => {
                     first_err.get_or_insert(e);
@@ -374,7 +374,7 @@ impl KinesisForwarder {
                 let (r, s) = r.map_err(|e| Error::Internal(format!("shard task: {e}")))??;
                 running.remove(&r.shard);
                 done.insert(r.shard.clone());
-                merge_stats(&mut stats, s);
+                stats.merge(s);
                 reports.push(r);
             }
         }
@@ -525,7 +525,7 @@ impl KinesisForwarder {
                 let p = pending
                     .take()
                     .unwrap_or_else(|| self.new_pending(Utc::now().timestamp_micros()));
-                merge_stats(&mut stats, self.flush(&mut c, p, true).await?);
+                stats.merge(self.flush(&mut c, p, true).await?);
                 c.report.finished = true;
                 return Ok((c.report, stats));
             };
@@ -557,7 +557,7 @@ impl KinesisForwarder {
                                 DisplayErrorContext(&e)
                             )));
                         }
-                        next_call = Instant::now() + backoff(throttles);
+                        next_call = Instant::now() + logferry_core::faults::backoff(throttles);
                         continue;
                     }
                     ReadError::Expired => {
@@ -616,7 +616,7 @@ impl KinesisForwarder {
             if (full || stopping)
                 && let Some(p) = pending.take()
             {
-                merge_stats(&mut stats, self.flush(&mut c, p, false).await?);
+                stats.merge(self.flush(&mut c, p, false).await?);
             }
             if stopping && iterator.is_some() {
                 return Ok((c.report, stats));
@@ -687,28 +687,6 @@ pub async fn land(
         count(written.created);
     }
     Ok((new, existing))
-}
-
-fn backoff(attempt: u32) -> Duration {
-    Duration::from_millis((100u64 << attempt.min(6)).min(5_000))
-}
-
-fn merge_stats(into: &mut DecodeStats, s: DecodeStats) {
-    into.received += s.received;
-    into.accepted += s.accepted;
-    into.dead_lettered += s.dead_lettered;
-    into.control_messages += s.control_messages;
-    for (k, v) in s.by_reason {
-        *into.by_reason.entry(k).or_default() += v;
-    }
-    for (k, v) in s.tenants {
-        let c = into.tenants.entry(k).or_default();
-        c.received += v.received;
-        c.accepted += v.accepted;
-        c.dead_lettered += v.dead_lettered;
-    }
-    into.landing_batches += s.landing_batches;
-    into.dlq_batches += s.dlq_batches;
 }
 
 /// Reports by stream, for printing.

@@ -299,6 +299,16 @@ fn json_depth(text: &str) -> usize {
     max
 }
 
+/// `line` as text, or `invalid_utf8` naming the first bad byte.
+pub fn utf8(line: &[u8]) -> Result<&str, Rejection> {
+    std::str::from_utf8(line).map_err(|e| {
+        Rejection::new(
+            Reason::InvalidUtf8,
+            format!("invalid UTF-8 at byte {}", e.valid_up_to()),
+        )
+    })
+}
+
 /// Parses one JSON object. `attrs` receives the fields outside the schema as
 /// a JSON object text (left empty when there are none).
 pub fn parse_record<'a>(
