@@ -470,6 +470,7 @@ async fn duplicate_job_id_is_waited_on() {
         verify_loads: true,
         max_attempts: 3,
         request_timeout: std::time::Duration::from_secs(5),
+        retry_budget: std::time::Duration::from_secs(30),
     };
     let dir = tempfile::tempdir().unwrap();
     let export: Arc<dyn ExportStore> = Arc::new(logferry_export::ObjectExport::new(
@@ -497,4 +498,126 @@ async fn duplicate_job_id_is_waited_on() {
     assert!(res.already_done, "a 409 duplicate means the job exists");
     assert_eq!(inserts.load(Ordering::SeqCst), 1);
     assert!(gets.load(Ordering::SeqCst) >= 2);
+}
+
+/// CloudWatch Logs on moto, as AWS delivers it: PutLogEvents into a log
+/// group whose subscription filter names a tenant's Kinesis stream puts each
+/// call's events into the stream as one gzip envelope (moto writes the
+/// event ids as JSON integers, AWS as strings of digits: both are read).
+/// `forward --kinesis --once` and `run` then load every event but the one
+/// that is not JSON, which is dead-lettered.
+#[test]
+fn cloudwatch_logs_subscription_to_kinesis_on_moto() {
+    if emulators().is_none() {
+        return;
+    }
+    let stream = unique("cwl").replace('_', "-");
+    let group = format!("/tenants/tenant-0000/{stream}");
+    let tenants = format!(
+        "[[tenant]]\nid = \"tenant-0000\"\nstreams = [\"{stream}\"]\nlog_groups = [\"/tenants/tenant-0000/\"]\n"
+    );
+    let mut env = Env::with_tenants(Backend::Emulators, "", &tenants).unwrap();
+    // moto accepts only events of the last 14 days: the clock is the real one.
+    let now = chrono::Utc::now();
+    env.vars.push((
+        "LOGFERRY__FORWARD__REFERENCE_TIME".into(),
+        now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    ));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let settings = env.ctx().await.settings.clone();
+        let k = logferry_forward::kinesis::client(&settings.aws).await;
+        k.create_stream()
+            .stream_name(&stream)
+            .shard_count(1)
+            .send()
+            .await
+            .unwrap();
+        let arn = loop {
+            let d = k
+                .describe_stream_summary()
+                .stream_name(&stream)
+                .send()
+                .await
+                .unwrap()
+                .stream_description_summary
+                .unwrap();
+            if d.stream_status == aws_sdk_kinesis::types::StreamStatus::Active {
+                break d.stream_arn;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
+        let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .load()
+            .await;
+        let logs = aws_sdk_cloudwatchlogs::Client::new(&conf);
+        logs.create_log_group()
+            .log_group_name(&group)
+            .send()
+            .await
+            .unwrap();
+        logs.create_log_stream()
+            .log_group_name(&group)
+            .log_stream_name("app")
+            .send()
+            .await
+            .unwrap();
+        logs.put_subscription_filter()
+            .log_group_name(&group)
+            .filter_name("to-kinesis")
+            .filter_pattern("")
+            .destination_arn(arn)
+            .role_arn("arn:aws:iam::123456789012:role/cwl-to-kinesis")
+            .send()
+            .await
+            .unwrap();
+        let base = now.timestamp_millis() - 120_000;
+        for call in 0..2i64 {
+            let events: Vec<_> = (0..10i64)
+                .map(|i| {
+                    let n = call * 10 + i;
+                    let message = if n == 13 {
+                        "not json at all".to_string()
+                    } else {
+                        format!(
+                            r#"{{"level":"INFO","service":"api","message":"event {n}","timestamp":{}}}"#,
+                            base + n
+                        )
+                    };
+                    aws_sdk_cloudwatchlogs::types::InputLogEvent::builder()
+                        .timestamp(base + n)
+                        .message(message)
+                        .build()
+                        .unwrap()
+                })
+                .collect();
+            logs.put_log_events()
+                .log_group_name(&group)
+                .log_stream_name("app")
+                .set_log_events(Some(events))
+                .send()
+                .await
+                .unwrap();
+        }
+    });
+    let out = crate::procs::step_ok(
+        &env,
+        &crate::procs::strings(&["forward", "--kinesis", "--once", "--json"]),
+    );
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["decode"]["accepted"], 19, "{r:#}");
+    assert_eq!(r["decode"]["dead_lettered"], 1, "{r:#}");
+    assert_eq!(
+        r["decode"]["by_reason"]["malformed_json"], 1,
+        "the one event that is not JSON: {r:#}"
+    );
+    crate::procs::step_ok(&env, &crate::procs::strings(&["run"]));
+    let rec = crate::procs::outcome(&env);
+    assert_eq!(
+        rec.tenants["tenant-0000"]["loaded"], 19,
+        "{:#}",
+        rec.tenants
+    );
+    assert_eq!(rec.tenants["tenant-0000"]["dead_lettered"], 1);
+    assert_eq!(rec.rows.len(), 19);
 }

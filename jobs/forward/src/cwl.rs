@@ -73,14 +73,41 @@ pub struct Envelope<'a> {
 /// One event of an envelope.
 #[derive(Debug, Deserialize)]
 pub struct LogEvent<'a> {
-    /// CloudWatch event id (stable across redeliveries).
+    /// CloudWatch event id (stable across redeliveries), as written: AWS
+    /// sends a string of digits, some stand-ins (moto) a JSON integer. Read
+    /// it with [`LogEvent::id`].
     #[serde(borrow)]
-    pub id: Cow<'a, str>,
+    pub id: &'a serde_json::value::RawValue,
     /// Event time, epoch milliseconds.
     pub timestamp: i64,
     /// The log line, here a JSON record.
     #[serde(borrow)]
     pub message: Cow<'a, str>,
+}
+
+impl LogEvent<'_> {
+    /// The event id: a JSON string as its text, or a JSON integer as its
+    /// decimal digits, exactly as written (no conversion, so no precision
+    /// is lost however long it is). Anything else is `wrong_type`.
+    pub fn id(&self) -> Result<Cow<'_, str>, Rejection> {
+        let raw = self.id.get();
+        if raw.starts_with('"') {
+            return serde_json::from_str::<Cow<'_, str>>(raw).map_err(|e| {
+                Rejection::new(Reason::WrongType, format!("CloudWatch event id: {e}"))
+            });
+        }
+        let digits = raw.strip_prefix('-').unwrap_or(raw);
+        if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Ok(Cow::Borrowed(raw));
+        }
+        Err(Rejection::new(
+            Reason::WrongType,
+            format!(
+                "CloudWatch event id must be a string or an integer, found {}",
+                raw.chars().take(40).collect::<String>()
+            ),
+        ))
+    }
 }
 
 /// What an envelope turned out to be.
@@ -199,6 +226,26 @@ mod tests {
             parse_envelope(&data[..50], 10).unwrap_err().reason,
             Reason::CorruptEnvelope
         );
+        // Event ids: a string, or an integer read as its digits, exactly.
+        let ids = br#"{"messageType":"DATA_MESSAGE","owner":"1","logGroup":"/g","logEvents":[{"id":"0042","timestamp":5,"message":"m"},{"id":12,"timestamp":5,"message":"m"},{"id":36937394755306962437640913425634509817813219046893240320,"timestamp":5,"message":"m"},{"id":1.5,"timestamp":5,"message":"m"},{"id":null,"timestamp":5,"message":"m"}]}"#;
+        match parse_envelope(ids, 10).unwrap() {
+            Decoded::Data(e) => {
+                let got: Vec<_> = e
+                    .log_events
+                    .iter()
+                    .map(|ev| ev.id().map(|i| i.into_owned()))
+                    .collect();
+                assert_eq!(got[0].as_deref().unwrap(), "0042");
+                assert_eq!(got[1].as_deref().unwrap(), "12");
+                assert_eq!(
+                    got[2].as_deref().unwrap(),
+                    "36937394755306962437640913425634509817813219046893240320"
+                );
+                assert_eq!(got[3].as_ref().unwrap_err().reason, Reason::WrongType);
+                assert_eq!(got[4].as_ref().unwrap_err().reason, Reason::WrongType);
+            }
+            Decoded::Control => panic!("data expected"),
+        }
         assert_eq!(
             parse_envelope(br#"{"messageType":"X"}"#, 10)
                 .unwrap_err()

@@ -657,6 +657,13 @@ impl<'s> Decoder<'s> {
             // Out of range either way saturates, and is then refused by the
             // time range check (ts_future / ts_past) like any other.
             let fallback = Some(ev.timestamp.saturating_mul(1000));
+            let id = match ev.id() {
+                Ok(id) => id,
+                Err(rej) => {
+                    self.reject(out, ctx, pos, &rej, key, Some(group), None, fallback, msg);
+                    continue;
+                }
+            };
             if msg.len() > self.settings.max_record_bytes {
                 let rej = Rejection::new(
                     Reason::OversizedRecord,
@@ -666,11 +673,11 @@ impl<'s> Decoder<'s> {
                         self.settings.max_record_bytes
                     ),
                 );
-                let id = Some(ev.id.as_ref()).filter(|s| !s.is_empty());
+                let id = Some(id.as_ref()).filter(|s| !s.is_empty());
                 self.reject(out, ctx, pos, &rej, key, Some(group), id, fallback, msg);
                 continue;
             }
-            if ev.id.is_empty() {
+            if id.is_empty() {
                 let rej = Rejection::new(Reason::MissingField, "CloudWatch event has no id");
                 self.reject(out, ctx, pos, &rej, key, Some(group), None, fallback, msg);
                 continue;
@@ -684,7 +691,7 @@ impl<'s> Decoder<'s> {
                         &rej,
                         key,
                         Some(group),
-                        Some(&ev.id),
+                        Some(&id),
                         fallback,
                         msg,
                     );
@@ -694,7 +701,7 @@ impl<'s> Decoder<'s> {
                         tenant,
                         source: group,
                         source_account: Some(env.owner.as_ref()).filter(|s| !s.is_empty()),
-                        event_id: &ev.id,
+                        event_id: &id,
                         fallback_ts_us: fallback,
                     };
                     self.finish(&parsed, &attrs, &origin, ctx, pos, msg, out);
