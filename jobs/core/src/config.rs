@@ -86,6 +86,8 @@ pub struct AwsConfig {
     pub max_attempts: u32,
     /// Longest wait for one attempt.
     pub request_timeout: String,
+    /// Longest time one call spends retrying.
+    pub retry_budget: String,
 }
 
 /// `[kinesis]`.
@@ -122,6 +124,8 @@ pub struct GcsConfig {
     pub max_attempts: u32,
     /// Longest wait for one attempt.
     pub request_timeout: String,
+    /// Longest time one call spends retrying.
+    pub retry_budget: String,
 }
 
 /// `[bigquery]`.
@@ -154,6 +158,8 @@ pub struct BigQueryConfig {
     pub max_attempts: u32,
     /// Longest wait for one API call.
     pub request_timeout: String,
+    /// Longest time one API call spends retrying.
+    pub retry_budget: String,
 }
 
 /// `[storage]`.
@@ -439,6 +445,7 @@ impl Config {
                         "bigquery.request_timeout",
                         &b.request_timeout,
                     )?,
+                    retry_budget: parse_duration("bigquery.retry_budget", &b.retry_budget)?,
                 })
             }
             other => {
@@ -486,6 +493,7 @@ impl Config {
             max_bytes_per_second: g.max_bytes_per_second,
             max_attempts: g.max_attempts.max(1),
             request_timeout: parse_duration("gcs.request_timeout", &g.request_timeout)?,
+            retry_budget: parse_duration("gcs.retry_budget", &g.retry_budget)?,
         };
         let aws = AwsSettings {
             region: non_empty_or(&self.aws.region, None),
@@ -494,6 +502,7 @@ impl Config {
             multipart_threshold: positive("aws.multipart_threshold", self.aws.multipart_threshold)?,
             max_attempts: self.aws.max_attempts.max(1),
             request_timeout: parse_duration("aws.request_timeout", &self.aws.request_timeout)?,
+            retry_budget: parse_duration("aws.retry_budget", &self.aws.retry_budget)?,
         };
         let sql_dir = if self.aggregate.sql_dir.trim().is_empty() {
             None
@@ -582,6 +591,15 @@ pub struct AwsSettings {
     pub max_attempts: u32,
     /// Longest wait for one attempt.
     pub request_timeout: Duration,
+    /// Longest time one call spends retrying.
+    pub retry_budget: Duration,
+}
+
+impl AwsSettings {
+    /// The retry policy of S3 calls.
+    pub fn retry_policy(&self) -> crate::retry::RetryPolicy {
+        crate::retry::RetryPolicy::new(self.max_attempts, self.retry_budget)
+    }
 }
 
 /// Validated `[kinesis]`.
@@ -616,6 +634,15 @@ pub struct GcsSettings {
     pub max_attempts: u32,
     /// Longest wait for one attempt.
     pub request_timeout: Duration,
+    /// Longest time one call spends retrying.
+    pub retry_budget: Duration,
+}
+
+impl GcsSettings {
+    /// The retry policy of GCS calls.
+    pub fn retry_policy(&self) -> crate::retry::RetryPolicy {
+        crate::retry::RetryPolicy::new(self.max_attempts, self.retry_budget)
+    }
 }
 
 /// Validated `[bigquery]`.
@@ -647,6 +674,15 @@ pub struct BigQuerySettings {
     pub max_attempts: u32,
     /// Longest wait for one API call.
     pub request_timeout: Duration,
+    /// Longest time one API call spends retrying.
+    pub retry_budget: Duration,
+}
+
+impl BigQuerySettings {
+    /// The retry policy of BigQuery API calls.
+    pub fn retry_policy(&self) -> crate::retry::RetryPolicy {
+        crate::retry::RetryPolicy::new(self.max_attempts, self.retry_budget)
+    }
 }
 
 fn non_empty_or(v: &str, fallback: Option<String>) -> Option<String> {

@@ -100,16 +100,8 @@ impl Error {
     /// True when retrying the same call may succeed (transient storage faults).
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Storage { source, .. } => matches!(
-                source,
-                object_store::Error::Generic { .. } | object_store::Error::JoinError { .. }
-            ),
-            Error::Io { source, .. } => matches!(
-                source.kind(),
-                std::io::ErrorKind::Interrupted
-                    | std::io::ErrorKind::TimedOut
-                    | std::io::ErrorKind::WouldBlock
-            ),
+            Error::Storage { source, .. } => crate::faults::transient(source),
+            Error::Io { source, .. } => crate::faults::io_transient(source),
             _ => false,
         }
     }

@@ -1,11 +1,13 @@
 //! Transient faults: every store is wrapped in [`Retrying`], which retries
-//! errors another attempt may not hit (5xx answers, throttling, dropped
-//! connections, timeouts: object_store's `Generic`) a bounded number of
-//! times, with exponential backoff and jitter. It is the only retry layer
-//! of the stores: object_store's own retries leave out timed-out and
-//! interrupted requests that are not idempotent (a conditional create),
-//! which ours retries, since every caller takes `AlreadyExists` after a
-//! lost answer for what it is. With the `failpoints` feature,
+//! the errors another attempt may not hit, under one [`RetryPolicy`]
+//! (bounded attempts and total time, backoff with jitter). Which errors are
+//! transient is decided from what caused them, not from the kind of store
+//! error: a dropped connection, a timeout or an interrupted read is; a 400,
+//! a 416, a missing or unreadable local file is not. On S3, object_store's
+//! own retries handle answers by status (5xx, 429, `SlowDown`), timeouts of
+//! idempotent calls and interrupted bodies; this layer adds what they leave
+//! out: a conditional create whose answer timed out, which every caller
+//! takes `AlreadyExists` for after a retry. With the `failpoints` feature,
 //! `LOGFERRY_FAULT_RATE=0.1` also wraps stores in [`Faulty`], which fails
 //! that share of calls, sometimes before the call reaches the store and
 //! sometimes after (the effect happened, the answer was lost), so that the
@@ -25,62 +27,110 @@ use object_store::{
     ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, Result,
 };
 
+use crate::retry::RetryPolicy;
+pub use crate::retry::backoff;
+
 /// Attempts per call of a local store before an error is returned.
 pub const STORE_ATTEMPTS: u32 = 6;
 
-/// Delay before retry `attempt` (from 1): exponential from 100 ms, capped
-/// at 10 s, with equal jitter (half fixed, half random) so that clients
-/// failing together do not retry together.
-pub fn backoff(attempt: u32) -> Duration {
-    let cap = 100u64.saturating_mul(1 << attempt.min(7)).min(10_000);
-    // Jitter from the clock's nanoseconds: no RNG state to share.
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::from(d.subsec_nanos()))
-        .unwrap_or(0);
-    Duration::from_millis(cap / 2 + nanos % (cap / 2 + 1))
+/// Total time a store call may spend retrying, unless configured.
+pub const STORE_RETRY_BUDGET: Duration = Duration::from_secs(120);
+
+/// The policy of stores opened without settings.
+pub const DEFAULT_POLICY: RetryPolicy = RetryPolicy::new(STORE_ATTEMPTS, STORE_RETRY_BUDGET);
+
+/// The error of a fault injected by [`Faulty`]: what a flaky network or
+/// service would have done, so it counts as transient.
+#[derive(Debug, thiserror::Error)]
+#[error("injected fault on {0}")]
+pub struct Injected(pub String);
+
+/// True for store errors worth another attempt: the cause (anywhere in
+/// the error's chain) is a dropped or refused connection, a timeout, an
+/// interrupted read or write, or an injected fault. HTTP answers by status
+/// are not: object_store retried those it should (5xx, 429) already.
+pub fn transient(e: &object_store::Error) -> bool {
+    match e {
+        object_store::Error::Generic { source, .. } => cause_is_transient(source.as_ref()),
+        object_store::Error::JoinError { .. } => true,
+        _ => false,
+    }
 }
 
-/// True for store errors worth another attempt.
-pub fn transient(e: &object_store::Error) -> bool {
+/// True when some error in the chain from `e` is a transient cause (see
+/// [`transient`]).
+pub fn cause_is_transient(e: &(dyn std::error::Error + 'static)) -> bool {
+    use object_store::client::{HttpError, HttpErrorKind};
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err.is::<Injected>() {
+            return true;
+        }
+        if let Some(h) = err.downcast_ref::<HttpError>() {
+            return matches!(
+                h.kind(),
+                HttpErrorKind::Connect
+                    | HttpErrorKind::Request
+                    | HttpErrorKind::Timeout
+                    | HttpErrorKind::Interrupted
+            );
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io_transient(io) {
+                return true;
+            }
+            // An I/O error wrapping another hides it from `source()`.
+            if let Some(inner) = io.get_ref() {
+                cur = Some(inner);
+                continue;
+            }
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// I/O errors another attempt may not hit.
+pub fn io_transient(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind as K;
     matches!(
-        e,
-        object_store::Error::Generic { .. } | object_store::Error::JoinError { .. }
+        e.kind(),
+        K::Interrupted
+            | K::TimedOut
+            | K::WouldBlock
+            | K::ConnectionReset
+            | K::ConnectionAborted
+            | K::ConnectionRefused
+            | K::BrokenPipe
+            | K::UnexpectedEof
     )
 }
 
-async fn retry<T, F, Fut>(attempts: u32, what: &str, mut f: F) -> Result<T>
+async fn retry<T, F, Fut>(policy: RetryPolicy, what: &str, f: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T>>,
 {
-    let mut attempt = 1;
-    loop {
-        match f().await {
-            Err(e) if attempt < attempts && transient(&e) => {
-                tracing::debug!(attempt, error = %e, "Retrying store {what}.");
-                tokio::time::sleep(backoff(attempt)).await;
-                attempt += 1;
-            }
-            r => return r,
-        }
-    }
+    policy.run(what, transient, f).await
 }
 
 /// A store whose transient failures are retried.
 #[derive(Debug)]
 pub struct Retrying {
     inner: Arc<dyn ObjectStore>,
-    attempts: u32,
+    policy: RetryPolicy,
 }
 
 impl Retrying {
-    /// Wraps `inner`, making up to `attempts` attempts per call.
+    /// Wraps `inner`, making up to `attempts` attempts per call within the
+    /// default budget.
     pub fn new(inner: Arc<dyn ObjectStore>, attempts: u32) -> Self {
-        Retrying {
-            inner,
-            attempts: attempts.max(1),
-        }
+        Self::with_policy(inner, RetryPolicy::new(attempts, STORE_RETRY_BUDGET))
+    }
+
+    /// Wraps `inner` under `policy`.
+    pub fn with_policy(inner: Arc<dyn ObjectStore>, policy: RetryPolicy) -> Self {
+        Retrying { inner, policy }
     }
 }
 
@@ -98,7 +148,7 @@ impl ObjectStore for Retrying {
         payload: PutPayload,
         opts: PutOptions,
     ) -> Result<PutResult> {
-        retry(self.attempts, "put", || {
+        retry(self.policy, "put", || {
             self.inner.put_opts(location, payload.clone(), opts.clone())
         })
         .await
@@ -109,21 +159,21 @@ impl ObjectStore for Retrying {
         location: &Path,
         opts: PutMultipartOptions,
     ) -> Result<Box<dyn MultipartUpload>> {
-        retry(self.attempts, "multipart", || {
+        retry(self.policy, "multipart", || {
             self.inner.put_multipart_opts(location, opts.clone())
         })
         .await
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
-        retry(self.attempts, "get", || {
+        retry(self.policy, "get", || {
             self.inner.get_opts(location, options.clone())
         })
         .await
     }
 
     async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
-        retry(self.attempts, "get ranges", || {
+        retry(self.policy, "get ranges", || {
             self.inner.get_ranges(location, ranges)
         })
         .await
@@ -134,13 +184,13 @@ impl ObjectStore for Retrying {
         locations: BoxStream<'static, Result<Path>>,
     ) -> BoxStream<'static, Result<Path>> {
         let inner = self.inner.clone();
-        let attempts = self.attempts;
+        let policy = self.policy;
         locations
             .then(move |loc| {
                 let inner = inner.clone();
                 async move {
                     let p = loc?;
-                    retry(attempts, "delete", || inner.delete(&p)).await?;
+                    retry(policy, "delete", || inner.delete(&p)).await?;
                     Ok(p)
                 }
             })
@@ -151,9 +201,9 @@ impl ObjectStore for Retrying {
         // A listing is retried whole: collected, then handed out.
         let inner = self.inner.clone();
         let prefix = prefix.cloned();
-        let attempts = self.attempts;
+        let policy = self.policy;
         futures::stream::once(async move {
-            retry(attempts, "list", || {
+            retry(policy, "list", || {
                 inner.list(prefix.as_ref()).try_collect::<Vec<_>>()
             })
             .await
@@ -170,9 +220,9 @@ impl ObjectStore for Retrying {
     ) -> BoxStream<'static, Result<ObjectMeta>> {
         let inner = self.inner.clone();
         let (prefix, offset) = (prefix.cloned(), offset.clone());
-        let attempts = self.attempts;
+        let policy = self.policy;
         futures::stream::once(async move {
-            retry(attempts, "list", || {
+            retry(policy, "list", || {
                 inner
                     .list_with_offset(prefix.as_ref(), &offset)
                     .try_collect::<Vec<_>>()
@@ -185,21 +235,21 @@ impl ObjectStore for Retrying {
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
-        retry(self.attempts, "list", || {
+        retry(self.policy, "list", || {
             self.inner.list_with_delimiter(prefix)
         })
         .await
     }
 
     async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
-        retry(self.attempts, "copy", || {
+        retry(self.policy, "copy", || {
             self.inner.copy_opts(from, to, options.clone())
         })
         .await
     }
 
     async fn rename_opts(&self, from: &Path, to: &Path, options: RenameOptions) -> Result<()> {
-        retry(self.attempts, "rename", || {
+        retry(self.policy, "rename", || {
             self.inner.rename_opts(from, to, options.clone())
         })
         .await
@@ -278,7 +328,7 @@ impl Faulty {
     fn fault(what: &str) -> object_store::Error {
         object_store::Error::Generic {
             store: "faulty",
-            source: format!("injected fault on {what}").into(),
+            source: Box::new(Injected(what.to_string())),
         }
     }
 }
@@ -471,16 +521,16 @@ impl ObjectStore for Faulty {
     }
 }
 
-/// Wraps a store for use by the pipeline: transient errors retried, up to
-/// `attempts` attempts per call, and, in `failpoints` builds, faults
+/// Wraps a store for use by the pipeline: transient errors retried under
+/// `policy`, and, in `failpoints` builds, faults
 /// injected beneath the retries: `LOGFERRY_FAULT_RATE` (0.0 to 1.0) of the
 /// calls fail, the choice fixed by `LOGFERRY_FAULT_SEED`; with
 /// `LOGFERRY_FAULT_AFTER=n`, every call after the first n of each store
 /// fails (a run that cannot finish).
-pub fn wrap(store: Arc<dyn ObjectStore>, attempts: u32) -> Arc<dyn ObjectStore> {
+pub fn wrap(store: Arc<dyn ObjectStore>, policy: RetryPolicy) -> Arc<dyn ObjectStore> {
     #[cfg(feature = "failpoints")]
     let store = inject(store);
-    Arc::new(Retrying::new(store, attempts))
+    Arc::new(Retrying::with_policy(store, policy))
 }
 
 #[cfg(feature = "failpoints")]
@@ -540,6 +590,34 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(listed.len(), 40);
+    }
+
+    #[test]
+    fn only_transient_causes_are_retried() {
+        let generic =
+            |source: Box<dyn std::error::Error + Send + Sync>| object_store::Error::Generic {
+                store: "test",
+                source,
+            };
+        let io = |k: std::io::ErrorKind| generic(Box::new(std::io::Error::new(k, "x")));
+        assert!(transient(&generic(Box::new(Injected("get".into())))));
+        assert!(transient(&io(std::io::ErrorKind::ConnectionReset)));
+        assert!(transient(&io(std::io::ErrorKind::TimedOut)));
+        // Local I/O that another attempt will meet again, and answers by
+        // status (object_store's own retries handled those it should).
+        assert!(!transient(&io(std::io::ErrorKind::PermissionDenied)));
+        assert!(!transient(&io(std::io::ErrorKind::NotFound)));
+        assert!(!transient(&generic(
+            "Server returned non-2xx status code: 416".into()
+        )));
+        assert!(!transient(&object_store::Error::NotFound {
+            path: "x".into(),
+            source: "gone".into()
+        }));
+        // The cause counts wherever it sits in the chain.
+        let wrapped =
+            std::io::Error::other(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "pipe"));
+        assert!(transient(&generic(Box::new(wrapped))));
     }
 
     #[tokio::test]

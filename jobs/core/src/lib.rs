@@ -11,6 +11,7 @@ pub mod ledger;
 pub mod metrics;
 pub mod partition;
 pub mod records;
+pub mod retry;
 pub mod rooted;
 pub mod schema;
 pub mod storage;

@@ -60,12 +60,15 @@ impl Location {
             if let Some(e) = &aws.endpoint {
                 b = b.with_endpoint(e);
             }
-            // Retries are ours (faults::wrap): bounded, with backoff and
-            // jitter, and covering timed-out conditional creates, which
-            // object_store's own would not retry.
+            // object_store retries answers by status (5xx, 429, SlowDown),
+            // timeouts of idempotent calls and interrupted bodies (resumed
+            // from where they broke, against the same e-tag), within the
+            // budget; faults::wrap adds timed-out conditional creates.
+            let policy = aws.retry_policy();
             b = b
                 .with_retry(object_store::RetryConfig {
-                    max_retries: 0,
+                    max_retries: policy.attempts.saturating_sub(1) as usize,
+                    retry_timeout: policy.budget,
                     ..Default::default()
                 })
                 .with_client_options(
@@ -81,7 +84,7 @@ impl Location {
             } else {
                 Arc::new(crate::rooted::Rooted::new(s3, prefix))
             };
-            let store = crate::faults::wrap(store, aws.max_attempts);
+            let store = crate::faults::wrap(store, policy);
             return Ok(Location {
                 url: url.to_string(),
                 store,
@@ -117,7 +120,7 @@ impl Location {
             LocalFileSystem::new_with_prefix(&abs).map_err(|e| Error::storage(abs.display(), e))?;
         Ok(Self::from_store(
             format!("file://{}", abs.display()),
-            crate::faults::wrap(Arc::new(store), crate::faults::STORE_ATTEMPTS),
+            crate::faults::wrap(Arc::new(store), crate::faults::DEFAULT_POLICY),
         ))
     }
 
@@ -145,7 +148,7 @@ impl Location {
             match self.put_parts_once(path, &bytes).await {
                 Err(e) if attempt < MULTIPART_ATTEMPTS => {
                     tracing::warn!(attempt, error = %e, "Part upload failed; starting it again.");
-                    tokio::time::sleep(crate::faults::backoff(attempt)).await;
+                    tokio::time::sleep(crate::retry::backoff(attempt)).await;
                     attempt += 1;
                 }
                 r => return r,
@@ -285,10 +288,15 @@ pub fn encode_parquet(
     Ok(Bytes::from(buf))
 }
 
-/// A whole object's bytes.
+/// A whole object's bytes. The request and the reading of its body are
+/// retried together: a body cut off part-way is read again whole.
 pub async fn get_bytes(store: &dyn ObjectStore, path: &Path) -> Result<Bytes> {
-    let got = store.get(path).await.map_err(|e| Error::storage(path, e))?;
-    got.bytes().await.map_err(|e| Error::storage(path, e))
+    crate::faults::DEFAULT_POLICY
+        .run("get", crate::faults::transient, || async {
+            store.get(path).await?.bytes().await
+        })
+        .await
+        .map_err(|e| Error::storage(path, e))
 }
 
 /// Reads a whole Parquet object into batches.

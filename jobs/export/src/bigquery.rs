@@ -225,17 +225,13 @@ impl BigQueryWarehouse {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = std::result::Result<T, BQError>>,
     {
-        let mut attempt = 1;
-        loop {
-            match timed(self.settings.request_timeout, f()).await {
-                Err(e) if attempt < self.settings.max_attempts && retryable(&e) => {
-                    tracing::warn!(attempt, error = %e, "Retrying BigQuery {what}.");
-                    tokio::time::sleep(crate::store::backoff(attempt)).await;
-                    attempt += 1;
-                }
-                r => return r,
-            }
-        }
+        let timeout = self.settings.request_timeout;
+        self.settings
+            .retry_policy()
+            .run(&format!("BigQuery {what}"), retryable, || {
+                timed(timeout, f())
+            })
+            .await
     }
 
     /// Creates the dataset and the table if absent (once per process).
@@ -469,7 +465,7 @@ impl BigQueryWarehouse {
                 Err(e) if retryable(&e) && transient + 1 < s.max_attempts => {
                     transient += 1;
                     tracing::warn!(job_id = %id, error = %e, "Submitting the load job failed; checking whether it exists.");
-                    tokio::time::sleep(crate::store::backoff(transient)).await;
+                    tokio::time::sleep(logferry_core::retry::backoff(transient)).await;
                     continue;
                 }
                 Err(e) => {
@@ -830,6 +826,7 @@ mod tests {
             verify_loads: true,
             max_attempts: 3,
             request_timeout: Duration::from_secs(5),
+            retry_budget: Duration::from_secs(30),
         }
     }
 

@@ -183,7 +183,23 @@ fn retryable(e: &gcloud_storage::http::Error) -> bool {
     }
 }
 
-pub use logferry_core::faults::backoff;
+/// One failed attempt of a GCS call.
+#[derive(Debug)]
+enum Attempt {
+    /// No answer within the request timeout.
+    TimedOut(Duration),
+    /// The client's error.
+    Failed(gcloud_storage::http::Error),
+}
+
+impl std::fmt::Display for Attempt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Attempt::TimedOut(t) => write!(f, "no answer within {t:?}"),
+            Attempt::Failed(e) => write!(f, "{e}"),
+        }
+    }
+}
 
 impl GcsExport {
     /// Opens `gs://bucket/prefix` with the configured endpoint and
@@ -231,46 +247,49 @@ impl GcsExport {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = std::result::Result<T, gcloud_storage::http::Error>>,
     {
-        let mut attempt = 1;
-        loop {
-            // A call that hangs is abandoned (its connection dropped) and
-            // counts as a transient failure.
-            let Ok(answer) = tokio::time::timeout(self.settings.request_timeout, f()).await else {
-                if attempt < self.settings.max_attempts {
-                    tracing::warn!(attempt, "GCS {what} timed out; retrying.");
-                    tokio::time::sleep(backoff(attempt)).await;
-                    attempt += 1;
-                    continue;
-                }
-                return Err(Error::Gcs {
-                    what: what.to_string(),
-                    status: None,
-                    message: format!(
-                        "no answer within {:?}, {attempt} attempts",
-                        self.settings.request_timeout
-                    ),
-                });
-            };
-            match answer {
-                Ok(v) => return Ok(v),
-                Err(e) if attempt < self.settings.max_attempts && retryable(&e) => {
-                    tracing::warn!(attempt, error = %e, "Retrying GCS {what}.");
-                    tokio::time::sleep(backoff(attempt)).await;
-                    attempt += 1;
-                }
-                Err(e) => {
-                    return Err(Error::Gcs {
-                        what: what.to_string(),
-                        status: status(&e),
-                        message: if retryable(&e) {
-                            format!("{e} (after {attempt} attempts)")
-                        } else {
-                            e.to_string()
-                        },
-                    });
-                }
-            }
-        }
+        let timeout = self.settings.request_timeout;
+        let attempts = std::sync::atomic::AtomicU32::new(0);
+        let result = self
+            .settings
+            .retry_policy()
+            .run(
+                &format!("GCS {what}"),
+                |e: &Attempt| match e {
+                    Attempt::TimedOut(_) => true,
+                    Attempt::Failed(e) => retryable(e),
+                },
+                || {
+                    attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    // A call that hangs is abandoned (its connection
+                    // dropped) and counts as a transient failure.
+                    let call = tokio::time::timeout(timeout, f());
+                    async move {
+                        match call.await {
+                            Ok(Ok(v)) => Ok(v),
+                            Ok(Err(e)) => Err(Attempt::Failed(e)),
+                            Err(_) => Err(Attempt::TimedOut(timeout)),
+                        }
+                    }
+                },
+            )
+            .await;
+        let n = attempts.load(std::sync::atomic::Ordering::Relaxed);
+        result.map_err(|e| match e {
+            Attempt::TimedOut(t) => Error::Gcs {
+                what: what.to_string(),
+                status: None,
+                message: format!("no answer within {t:?}, {n} attempts"),
+            },
+            Attempt::Failed(e) => Error::Gcs {
+                what: what.to_string(),
+                status: status(&e),
+                message: if retryable(&e) {
+                    format!("{e} (after {n} attempts)")
+                } else {
+                    e.to_string()
+                },
+            },
+        })
     }
 
     /// The object's metadata, `None` when it does not exist.
@@ -439,14 +458,5 @@ mod tests {
         let t0 = Instant::now();
         free.acquire(u64::MAX).await;
         assert!(t0.elapsed() < Duration::from_millis(50));
-    }
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        for a in 1..20 {
-            let b = backoff(a);
-            assert!(b <= Duration::from_secs(10), "{b:?}");
-            assert!(b >= Duration::from_millis(100), "{b:?}");
-        }
     }
 }

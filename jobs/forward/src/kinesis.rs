@@ -557,7 +557,7 @@ impl KinesisForwarder {
                                 DisplayErrorContext(&e)
                             )));
                         }
-                        next_call = Instant::now() + logferry_core::faults::backoff(throttles);
+                        next_call = Instant::now() + logferry_core::retry::backoff(throttles);
                         continue;
                     }
                     ReadError::Expired => {
