@@ -3,6 +3,8 @@
 #   moto server             S3 and Kinesis              (PyPI moto[server]==5.2.5)
 #   gcp-storage-emulator    GCS JSON API                (PyPI gcp-storage-emulator==2026.7.19)
 #   bqemulator              BigQuery REST API, DuckDB   (PyPI bqemulator==1.4.0, duckdb 2.0.1)
+# and the tools the tests check exported artefacts with: cfn-lint (CloudFormation)
+# and python-hcl2 (Terraform), in a venv of their own.
 #
 # usage: scripts/emulators.sh start|stop|status
 #
@@ -36,6 +38,7 @@ TENANTS=8
 MOTO_PIN="moto[server]==5.2.5"
 GCS_PIN="gcp-storage-emulator==2026.7.19"
 BQ_PINS="bqemulator==1.4.0 duckdb==2.0.1 numpy==2.4.6"
+TOOLS_PINS="cfn-lint==1.58.0 python-hcl2==8.1.4"
 
 log() { echo "emulators: $*" >&2; }
 
@@ -108,6 +111,8 @@ start() {
   venv gcs "$GCS_PIN"
   # shellcheck disable=SC2086
   venv bq $BQ_PINS
+  # shellcheck disable=SC2086
+  venv tools $TOOLS_PINS
 
   rm -rf "$STATE/gcs"
   mkdir -p "$STATE/gcs/.cloudstorage"
@@ -168,6 +173,9 @@ EOF
     echo "[aws]"
     echo "allow_http = true"
     echo
+    echo "[daemon]"
+    echo "kinesis = true"
+    echo
     echo "[warehouse]"
     echo "kind = \"bigquery\""
     echo "# The emulator has no partition decorators, which sealing a day uses;"
@@ -200,6 +208,8 @@ export BIGQUERY_DATASET=$DATASET
 export LOGFERRY_EMULATOR_LAKE=s3://$LAKE_BUCKET
 export LOGFERRY_EMULATOR_EXPORT=gs://$EXPORT_BUCKET
 export LOGFERRY_EMULATOR_GCS_ROOT=$STATE/gcs/.cloudstorage
+export LOGFERRY_CFN_LINT=$CACHE/venv-tools/bin/cfn-lint
+export LOGFERRY_TOOLS_PYTHON=$CACHE/venv-tools/bin/python
 EOF
   log "running: moto on $MOTO_PORT, GCS on $GCS_PORT, BigQuery on $BQ_PORT; environment in target/emulators.env"
 }

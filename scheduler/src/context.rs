@@ -3,13 +3,14 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context as _, Result};
-
 use logferry_core::config::{Config, DATA_DIR_CONFIG, Settings};
+use logferry_core::ledger::Ledger;
+use logferry_core::partition::STATE;
 use logferry_core::storage::Location;
 use logferry_export::{ExportStore, WarehouseHandle};
 
 use crate::cli::Global;
+use crate::error::{Result, ResultExt};
 
 /// Settings and stores.
 #[derive(Debug, Clone)]
@@ -55,14 +56,32 @@ impl Ctx {
         let export = logferry_export::store::open(&settings)
             .await
             .with_context(|| format!("opening the export store {}", settings.export_url))?;
-        let warehouse = WarehouseHandle::open(&settings, export.clone())
-            .await
-            .context("opening the warehouse")?;
+        let warehouse = WarehouseHandle::open(
+            &settings,
+            export.clone(),
+            Ledger::new(lake.store.clone(), STATE),
+        )
+        .await
+        .context("opening the warehouse")?;
         Ok(Ctx {
             settings,
             lake,
             export,
             warehouse,
         })
+    }
+
+    /// The lake's ledger.
+    pub fn ledger(&self) -> Ledger {
+        Ledger::new(self.lake.store.clone(), STATE)
+    }
+
+    /// The pipeline's clock: the configured reference time, else the wall
+    /// clock.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.settings
+            .forward
+            .reference_time
+            .unwrap_or_else(chrono::Utc::now)
     }
 }

@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{Context as _, Result, bail};
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::Int64Type;
 use chrono::Utc;
@@ -19,8 +18,9 @@ use logferry_forward::{Format, ForwardReport};
 
 use crate::cli::Global;
 use crate::context::Ctx;
+use crate::error::{Error, Result};
+use crate::pipeline::RunReport;
 use crate::reconcile::Reconciliation;
-use crate::run::RunReport;
 
 const MARKER: &str = ".logferry-demo";
 
@@ -62,26 +62,34 @@ pub fn limits_from(spec: &mut WorkloadSpec, f: &logferry_core::config::ForwardSe
 
 /// Prepares the data directory: a fresh one, or one an earlier demo made.
 fn prepare(dir: &Path) -> Result<()> {
+    let io = |e| Error::io(dir.display(), e);
     if dir.exists() {
-        let empty = std::fs::read_dir(dir)?.next().is_none();
+        let empty = std::fs::read_dir(dir).map_err(io)?.next().is_none();
         if !empty && !dir.join(MARKER).exists() {
-            bail!(
+            return Err(Error::Config(format!(
                 "{} is not empty and was not made by `logferry demo`; give another --data-dir \
                  or remove it",
                 dir.display()
-            );
+            )));
         }
-        for sub in ["lake", "export", "warehouse", "input", DATA_DIR_CONFIG] {
+        for sub in [
+            "lake",
+            "export",
+            "warehouse",
+            "input",
+            "inbox",
+            DATA_DIR_CONFIG,
+        ] {
             let p = dir.join(sub);
             if p.is_dir() {
-                std::fs::remove_dir_all(&p)?;
+                std::fs::remove_dir_all(&p).map_err(io)?;
             } else if p.exists() {
-                std::fs::remove_file(&p)?;
+                std::fs::remove_file(&p).map_err(io)?;
             }
         }
     }
-    std::fs::create_dir_all(dir)?;
-    std::fs::write(dir.join(MARKER), "made by logferry demo\n")?;
+    std::fs::create_dir_all(dir).map_err(io)?;
+    std::fs::write(dir.join(MARKER), "made by logferry demo\n").map_err(io)?;
     Ok(())
 }
 
@@ -116,10 +124,12 @@ pub async fn demo(
     quiet: bool,
 ) -> Result<DemoReport> {
     if tenants < 2 {
-        bail!("--tenants must be at least 2");
+        return Err(Error::Config("--tenants must be at least 2".into()));
     }
     if !(0.0..=0.5).contains(&bad_fraction) {
-        bail!("--bad-fraction must be between 0 and 0.5");
+        return Err(Error::Config(
+            "--bad-fraction must be between 0 and 0.5".into(),
+        ));
     }
     prepare(&g.data_dir)?;
     let config = format!(
@@ -128,7 +138,8 @@ pub async fn demo(
         g.data_dir.display(),
         workload::tenants_toml(tenants)
     );
-    std::fs::write(g.data_dir.join(DATA_DIR_CONFIG), config)?;
+    let file = g.data_dir.join(DATA_DIR_CONFIG);
+    std::fs::write(&file, config).map_err(|e| Error::io(file.display(), e))?;
     let ctx = Ctx::open(&Global {
         data_dir: g.data_dir.clone(),
         config: None,
@@ -145,8 +156,9 @@ pub async fn demo(
     let t0 = Instant::now();
     let input = g.data_dir.join("input");
     let work = tokio::task::spawn_blocking(move || workload::generate(&spec, &input))
-        .await?
-        .context("generating the workload")?;
+        .await
+        .map_err(|e| Error::Fatal(format!("the generator died: {e}")))?
+        .map_err(|e| Error::io("generating the workload", e))?;
     let generate_ms = t0.elapsed().as_millis() as u64;
 
     let mut forward = Vec::new();
@@ -157,9 +169,9 @@ pub async fn demo(
         let p = path.display().to_string();
         forward.push(crate::forward::forward(&ctx, &p, format, quiet).await?);
     }
-    let run = crate::run::run(
+    let run = crate::pipeline::run(
         &ctx,
-        crate::run::RunOptions {
+        crate::pipeline::RunOptions {
             quiet,
             ..Default::default()
         },
@@ -238,7 +250,7 @@ pub async fn demo(
     })
 }
 
-fn thousands(n: u64) -> String {
+pub fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
@@ -248,117 +260,4 @@ fn thousands(n: u64) -> String {
         out.push(c);
     }
     out
-}
-
-/// Prints the demo summary.
-pub fn print(r: &DemoReport, data_dir: &Path) {
-    let mb = |b: u64| b as f64 / 1e6;
-    let received: u64 = r.forward.iter().map(|f| f.decode.received).sum();
-    let accepted: u64 = r.forward.iter().map(|f| f.decode.accepted).sum();
-    let refused: u64 = r.forward.iter().map(|f| f.decode.dead_lettered).sum();
-    let control: u64 = r.forward.iter().map(|f| f.decode.control_messages).sum();
-    let fwd_ms: u64 = r.forward.iter().map(|f| f.duration_ms).sum();
-    let sum = |f: fn(&logferry_core::records::WindowCounts) -> u64| -> u64 {
-        r.run
-            .windows
-            .iter()
-            .flat_map(|w| w.counts.values())
-            .map(f)
-            .sum()
-    };
-    let agg_ms: u64 = r.run.windows.iter().map(|w| w.aggregate_ms).sum();
-    let exp_ms: u64 = r.run.windows.iter().map(|w| w.export_ms).sum();
-    let loaded: u64 = r.run.windows.iter().map(|w| w.rows_loaded).sum();
-    let jobs: u64 = r.run.windows.iter().map(|w| w.load_jobs).sum();
-    let sent: u64 = r.run.windows.iter().map(|w| w.bytes_sent).sum();
-    let landing = r.bytes.get("landing").copied().unwrap_or_default();
-    println!(
-        "logferry demo: {} records, {} tenants, in {}",
-        thousands(r.records),
-        r.tenants,
-        data_dir.display()
-    );
-    println!(
-        "  generate   {:>10} items, {:.1} MB of NDJSON and CloudWatch Logs payloads  {:>7.2} s",
-        thousands(r.records),
-        mb(r.input_bytes),
-        r.generate_ms as f64 / 1000.0
-    );
-    println!(
-        "  forward    {:>10} received: {} landed, {} dead-lettered, {} control messages skipped  {:>7.2} s ({:.0} items/s)",
-        thousands(received),
-        thousands(accepted),
-        thousands(refused),
-        control,
-        fwd_ms as f64 / 1000.0,
-        received as f64 / (fwd_ms.max(1) as f64 / 1000.0)
-    );
-    println!(
-        "  aggregate  {:>10} rows in {} windows: {} duplicates removed, {} rule violations, {} curated  {:>7.2} s",
-        thousands(sum(|c| c.input)),
-        r.run.windows.len(),
-        thousands(sum(|c| c.duplicates)),
-        thousands(sum(|c| c.dead_lettered)),
-        thousands(sum(|c| c.curated)),
-        agg_ms as f64 / 1000.0
-    );
-    println!(
-        "  export     {:>10} rows loaded by {} load jobs, {:.1} MB shipped  {:>7.2} s",
-        thousands(loaded),
-        jobs,
-        mb(sent),
-        exp_ms as f64 / 1000.0
-    );
-    println!("  dead-lettered by reason (found / expected from the labels):");
-    for key in r
-        .expected
-        .dlq
-        .keys()
-        .chain(r.dlq.keys())
-        .collect::<std::collections::BTreeSet<_>>()
-    {
-        println!(
-            "    {:<34} {:>8} / {:<8}",
-            key,
-            r.dlq.get(key).copied().unwrap_or(0),
-            r.expected.dlq.get(key).copied().unwrap_or(0)
-        );
-    }
-    println!("  files and bytes:");
-    for (area, (files, bytes)) in &r.bytes {
-        println!("    {area:<10} {files:>6} files {:>10.1} MB", mb(*bytes));
-    }
-    if landing.1 > 0 {
-        println!(
-            "  compression: {:.1} MB of input landed as {:.1} MB of zstd Parquet ({:.1}x)",
-            mb(r.input_bytes),
-            mb(landing.1),
-            r.input_bytes as f64 / landing.1 as f64
-        );
-    }
-    let t = &r.reconcile.totals;
-    println!(
-        "  reconcile: {} (received {} = loaded {} + dead-lettered {} + duplicates {})",
-        if r.reconcile.balanced {
-            "balanced for every tenant"
-        } else {
-            "NOT BALANCED"
-        },
-        t.received,
-        t.loaded,
-        t.dead_lettered,
-        t.duplicates
-    );
-    if r.mismatches.is_empty() {
-        println!("  labels:    every count matches the generator's ground truth");
-    } else {
-        println!("  labels:    {} MISMATCHES:", r.mismatches.len());
-        for m in &r.mismatches {
-            println!("    {m}");
-        }
-    }
-    println!(
-        "next: logferry sql --data-dir {} \"SELECT tenant_id, count(*) FROM warehouse GROUP BY 1 ORDER BY 1\"",
-        data_dir.display()
-    );
 }

@@ -8,13 +8,15 @@
 //!   tenant from the stream of `eventSourceARN`; a batch whose objects could
 //!   not be written reports its records as batch item failures, so Lambda
 //!   retries exactly those;
-//! - EventBridge scheduled events (`{"detail-type":"Scheduled Event",...}`):
-//!   one `run` of every window with unprocessed data.
+//! - EventBridge Scheduler invocations of a `[[schedule]]`, whose input is
+//!   `{"logferry":{"schedule":"<name>","job":"<job>"}}` (what `logferry
+//!   schedule export` writes): that job, once;
+//! - EventBridge rule events (`{"detail-type":"Scheduled Event",...}`): one
+//!   full `run` of every window with unprocessed data.
 //!
 //! Object names derive from the records (shard and sequence range, or the
 //! payload's hash), so a retried invocation finds its own earlier objects.
 
-use anyhow::{Context as _, Result, bail};
 use aws_lambda_events::kinesis::KinesisEvent;
 use aws_lambda_events::streams::KinesisEventResponse;
 use base64::Engine;
@@ -32,6 +34,7 @@ use logferry_forward::decode::{Decoder, ItemCtx, Pos};
 use logferry_forward::kinesis::land;
 
 use crate::context::Ctx;
+use crate::error::{Error, Result};
 
 /// What a CloudWatch Logs invocation did.
 #[derive(Debug, Clone, Serialize)]
@@ -51,7 +54,9 @@ pub enum EventKind {
     Logs,
     /// Kinesis event source mapping.
     Kinesis,
-    /// EventBridge schedule.
+    /// EventBridge Scheduler: a configured schedule's job.
+    Job,
+    /// EventBridge rule schedule.
     Schedule,
 }
 
@@ -61,6 +66,8 @@ pub fn kind(v: &Value) -> Option<EventKind> {
         Some(EventKind::Logs)
     } else if v.pointer("/Records/0/eventSource").and_then(Value::as_str) == Some("aws:kinesis") {
         Some(EventKind::Kinesis)
+    } else if v.pointer("/logferry/schedule").is_some() || v.pointer("/logferry/job").is_some() {
+        Some(EventKind::Job)
     } else if v.get("detail-type").is_some() && v.get("source").is_some() {
         Some(EventKind::Schedule)
     } else {
@@ -90,7 +97,7 @@ pub async fn handle_logs(ctx: &Ctx, event: &Value) -> Result<LogsOutcome> {
     let data = event
         .pointer("/awslogs/data")
         .and_then(Value::as_str)
-        .context("awslogs.data is missing")?;
+        .ok_or_else(|| Error::BadInput("awslogs.data is missing".into()))?;
     let now = now_us(ctx);
     let ids = tenant_ids(ctx);
     let mut decoder = Decoder::new(&ctx.settings.forward, &ctx.settings.tenants, now);
@@ -103,7 +110,7 @@ pub async fn handle_logs(ctx: &Ctx, event: &Value) -> Result<LogsOutcome> {
     // The same path as a line of a subscription file: base64, bounded
     // gunzip, envelope; refusals are dead-lettered, never errors.
     decoder.cloudwatch_line(data.as_bytes(), &item, 1, &mut sink);
-    let out = sink.finish(&ids).map_err(anyhow::Error::msg)?;
+    let out = sink.finish(&ids).map_err(Error::Fatal)?;
     let decode = out.stats.clone();
     let id = format!("lambda-logs-{}", hash_hex(data.as_bytes()));
     let props = writer_properties(&ctx.settings.parquet)?;
@@ -118,7 +125,8 @@ pub async fn handle_logs(ctx: &Ctx, event: &Value) -> Result<LogsOutcome> {
 
 /// A Kinesis event. Returns the batch item failures to report.
 pub async fn handle_kinesis(ctx: &Ctx, event: &Value) -> Result<KinesisEventResponse> {
-    let ev = KinesisEvent::deserialize(event).context("not a Kinesis event")?;
+    let ev = KinesisEvent::deserialize(event)
+        .map_err(|e| Error::BadInput(format!("not a Kinesis event: {e}")))?;
     let ids = tenant_ids(ctx);
     let now = now_us(ctx);
     let props = writer_properties(&ctx.settings.parquet)?;
@@ -180,8 +188,8 @@ pub async fn handle_kinesis(ctx: &Ctx, event: &Value) -> Result<KinesisEventResp
         let landed = match sink.finish(&ids) {
             Ok(out) => land(&ctx.lake, &ledger, &props, &ids, out, &id)
                 .await
-                .map_err(anyhow::Error::from),
-            Err(e) => Err(anyhow::Error::msg(e)),
+                .map_err(Error::from),
+            Err(e) => Err(Error::Fatal(e)),
         };
         if let Err(e) = landed {
             // Lambda retries from the first failed item of each shard.
@@ -192,11 +200,11 @@ pub async fn handle_kinesis(ctx: &Ctx, event: &Value) -> Result<KinesisEventResp
     Ok(response)
 }
 
-/// An EventBridge scheduled event: one run.
-pub async fn handle_schedule(ctx: &Ctx, _event: &Value) -> Result<crate::run::RunReport> {
-    crate::run::run(
+/// An EventBridge rule's scheduled event: one full run.
+pub async fn handle_schedule(ctx: &Ctx, _event: &Value) -> Result<crate::pipeline::RunReport> {
+    crate::pipeline::run(
         ctx,
-        crate::run::RunOptions {
+        crate::pipeline::RunOptions {
             quiet: true,
             ..Default::default()
         },
@@ -204,22 +212,59 @@ pub async fn handle_schedule(ctx: &Ctx, _event: &Value) -> Result<crate::run::Ru
     .await
 }
 
-/// Any event: dispatches on its shape and returns the response body.
+/// An EventBridge Scheduler invocation: the named schedule's job (or the
+/// job named, for schedules not in this configuration), once.
+pub async fn handle_job(ctx: &Ctx, event: &Value) -> Result<crate::jobs::JobReport> {
+    let name = event.pointer("/logferry/schedule").and_then(Value::as_str);
+    let job = match (name, event.pointer("/logferry/job")) {
+        (Some(n), _) if ctx.settings.schedules.iter().any(|s| s.name == n) => None,
+        (_, Some(j)) => Some(
+            serde_json::from_value::<logferry_core::schedule::Job>(j.clone())
+                .map_err(|e| Error::BadInput(format!("logferry.job: {e}")))?,
+        ),
+        (Some(n), None) => {
+            return Err(Error::Config(format!(
+                "schedule {n:?} is not in this configuration's [[schedule]] entries"
+            )));
+        }
+        (None, None) => return Err(Error::BadInput("logferry.schedule is missing".into())),
+    };
+    let pipeline = crate::pipeline::Pipeline::new(ctx)?;
+    match job {
+        Some(j) => crate::jobs::run_job(&pipeline, name, j, true).await,
+        None => crate::jobs::run_schedule(&pipeline, name.unwrap_or_default(), true).await,
+    }
+}
+
+/// Any event: dispatches on its shape and returns the response body. A
+/// job whose run failed returns an error, so that Lambda reports (and
+/// EventBridge retries) it.
 pub async fn handle(ctx: &Ctx, event: Value) -> Result<Value> {
     match kind(&event) {
         Some(EventKind::Logs) => Ok(serde_json::to_value(handle_logs(ctx, &event).await?)?),
         Some(EventKind::Kinesis) => Ok(serde_json::to_value(handle_kinesis(ctx, &event).await?)?),
+        Some(EventKind::Job) => {
+            let r = handle_job(ctx, &event).await?;
+            let body = serde_json::to_value(r.summary())?;
+            if r.failed() {
+                return Err(Error::Fatal(format!("job failed: {body}")));
+            }
+            Ok(body)
+        }
         Some(EventKind::Schedule) => {
             let r = handle_schedule(ctx, &event).await?;
             Ok(serde_json::json!({
                 "windows": r.windows.len(),
                 "worked": r.worked(),
                 "seals": r.seals.len(),
+                "failures": r.failures.len(),
             }))
         }
-        None => bail!(
-            "unrecognised event: expected a CloudWatch Logs subscription, a Kinesis or an EventBridge scheduled event"
-        ),
+        None => Err(Error::BadInput(
+            "unrecognised event: expected a CloudWatch Logs subscription, a Kinesis event, a \
+             logferry schedule's input or an EventBridge scheduled event"
+                .into(),
+        )),
     }
 }
 

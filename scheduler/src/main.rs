@@ -1,14 +1,16 @@
-//! The `logferry` binary: runs the forward, aggregate and export jobs, once per
-//! invocation (what a scheduler calls), and answers SQL, reconcile and status.
+//! The `logferry` binary: a thin shell over the `logferry` library. Exit
+//! status 0 on success, 1 when work failed (a window, a job, a check), 2
+//! for a configuration or usage error.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use anyhow::Result;
 use clap::Parser;
 
-use logferry::cli::{self, Cli, Command, InputFormat};
+use logferry::cli::{self, Cli, Command, DlqCommand, InputFormat, ScheduleCommand, print};
 use logferry::context::Ctx;
-use logferry::{demo, forward, reconcile, run, sql, status};
+use logferry::error::{Error, ErrorKind, Result};
+use logferry::{backfill, demo, dlq, forward, pipeline, reconcile, sql, status};
 use logferry_core::partition::Window;
 
 fn init_logging(g: &cli::Global) {
@@ -23,6 +25,7 @@ fn init_logging(g: &cli::Global) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
 }
@@ -37,6 +40,14 @@ fn window(arg: &Option<String>) -> Result<Option<Window>> {
 fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
+}
+
+fn status_of(ok: bool) -> ExitCode {
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 async fn dispatch(cli: Cli) -> Result<ExitCode> {
@@ -54,13 +65,9 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             if *json {
                 print_json(&r)?;
             } else {
-                demo::print(&r, &g.data_dir);
+                print::demo(&r, &g.data_dir);
             }
-            Ok(if r.mismatches.is_empty() && r.reconcile.balanced {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            Ok(status_of(r.mismatches.is_empty() && r.reconcile.balanced))
         }
         Command::Generate {
             out,
@@ -82,11 +89,11 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             spec.duplicate_fraction = *duplicate_fraction;
             spec.cloudwatch_share = *cloudwatch_share;
             demo::limits_from(&mut spec, &ctx_settings.forward);
-            let w = logferry_forward::workload::generate(&spec, out)?;
-            std::fs::write(
-                out.join("logferry.toml"),
-                logferry_forward::workload::tenants_toml(*tenants),
-            )?;
+            let w = logferry_forward::workload::generate(&spec, out)
+                .map_err(|e| Error::io(out.display(), e))?;
+            let file = out.join("logferry.toml");
+            std::fs::write(&file, logferry_forward::workload::tenants_toml(*tenants))
+                .map_err(|e| Error::io(file.display(), e))?;
             if !quiet {
                 println!(
                     "wrote {} items ({:.1} MB) to {} and {}, labels to {}, tenants to {}",
@@ -95,13 +102,14 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                     w.ndjson.display(),
                     w.cloudwatch.display(),
                     w.labels.display(),
-                    out.join("logferry.toml").display()
+                    file.display()
                 );
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Forward {
             input,
+            inbox,
             format,
             kinesis,
             once,
@@ -113,9 +121,31 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 if *json {
                     print_json(&r)?;
                 } else if !quiet {
-                    forward::print_kinesis(&r);
+                    print::kinesis(&r);
                 }
                 return Ok(ExitCode::SUCCESS);
+            }
+            if *inbox {
+                let r = logferry::inbox::forward_once(&ctx).await?;
+                if *json {
+                    print_json(&r)?;
+                } else if !quiet {
+                    for f in &r.forwarded {
+                        print::forward(f);
+                    }
+                    println!(
+                        "inbox: {} forwarded, {} skipped, {} busy, {} failed, {} not readable whole",
+                        r.forwarded.len(),
+                        r.skipped,
+                        r.busy,
+                        r.failed.len(),
+                        r.corrupt
+                    );
+                }
+                for (name, e) in &r.failed {
+                    eprintln!("FAILED {name}: {e}");
+                }
+                return Ok(status_of(r.failed.is_empty()));
             }
             let format = match format {
                 InputFormat::Ndjson => logferry_forward::Format::Ndjson,
@@ -126,30 +156,38 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             if *json {
                 print_json(&r)?;
             } else if !quiet {
-                forward::print(&r);
+                print::forward(&r);
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Run {
             window: w,
+            micro_batch,
+            retry_failed,
             seal,
             wait,
             json,
         } => {
             let ctx = Ctx::open(g).await?;
-            let opts = run::RunOptions {
+            let opts = pipeline::RunOptions {
+                mode: if *micro_batch {
+                    pipeline::Mode::MicroBatch
+                } else {
+                    pipeline::Mode::Full
+                },
                 window: window(w)?,
                 seal: *seal,
                 quiet: quiet || *json,
                 wait: *wait,
+                retry_failed: *retry_failed,
             };
-            let r = run::run(&ctx, opts).await?;
+            let r = pipeline::run(&ctx, opts).await?;
             if *json {
                 print_json(&r)?;
             } else if !quiet {
-                run::print(&r);
+                print::run(&r);
             }
-            Ok(ExitCode::SUCCESS)
+            Ok(status_of(!r.failed()))
         }
         Command::Sql { query, format } => {
             let ctx = Ctx::open(g).await?;
@@ -166,13 +204,9 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             if *json {
                 print_json(&r)?;
             } else {
-                reconcile::print(&r);
+                print::reconcile(&r);
             }
-            Ok(if r.balanced {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            Ok(status_of(r.balanced))
         }
         Command::Debug {
             command: cli::DebugCommand::KillPoints,
@@ -197,13 +231,9 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             if *json {
                 print_json(&r)?;
             } else {
-                logferry::verify::print(&r);
+                print::isolation(&r);
             }
-            Ok(if r.isolated() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            Ok(status_of(r.isolated()))
         }
         Command::Status { json } => {
             let ctx = Ctx::open(g).await?;
@@ -211,7 +241,211 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             if *json {
                 print_json(&r)?;
             } else {
-                status::print(&r);
+                print::status(&r);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Daemon { listen } => {
+            let ctx = Ctx::open(g).await?;
+            let listen = listen.unwrap_or(ctx.settings.daemon.listen);
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let r =
+                logferry::daemon::run(ctx, logferry::daemon::DaemonOptions { listen }, stop, true)
+                    .await?;
+            if !quiet {
+                eprintln!(
+                    "logferry daemon: stopped after {} s{}",
+                    r.uptime_s,
+                    if r.abandoned {
+                        format!(
+                            "; work still running at the deadline was abandoned, {} lease(s) handed back",
+                            r.leases_handed_back
+                        )
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Job { name, json } => {
+            let ctx = Ctx::open(g).await?;
+            let p = pipeline::Pipeline::new(&ctx)?;
+            let r = logferry::jobs::run_schedule(&p, name, quiet || *json).await?;
+            if *json {
+                print_json(&r)?;
+            } else if !quiet {
+                if let Some(run) = &r.run {
+                    print::run(run);
+                }
+                for b in &r.backfills {
+                    print::backfill(b);
+                }
+            }
+            Ok(status_of(!r.failed()))
+        }
+        Command::Schedule { command } => {
+            let settings = logferry::context::settings(g)?;
+            match command {
+                ScheduleCommand::Show { count, json } => {
+                    let shown =
+                        logferry::schedule::show(&settings.schedules, chrono::Utc::now(), *count);
+                    if *json {
+                        print_json(&shown)?;
+                    } else {
+                        print::schedules(&shown);
+                    }
+                }
+                ScheduleCommand::Export {
+                    format,
+                    target,
+                    target_arn,
+                    role_arn,
+                    dead_letter_arn,
+                    task_definition_arn,
+                    command,
+                    out,
+                } => {
+                    let t = logferry::schedule::Targets {
+                        target: *target,
+                        arn: target_arn.clone(),
+                        role_arn: role_arn.clone(),
+                        dead_letter_arn: dead_letter_arn.clone(),
+                        task_definition_arn: task_definition_arn.clone(),
+                        command: command.clone(),
+                    };
+                    match (format, out) {
+                        (logferry::schedule::Format::Systemd, Some(dir)) => {
+                            std::fs::create_dir_all(dir)
+                                .map_err(|e| Error::io(dir.display(), e))?;
+                            for (file, body) in
+                                logferry::schedule::systemd(&settings.schedules, &t)?
+                            {
+                                let p = dir.join(&file);
+                                std::fs::write(&p, body).map_err(|e| Error::io(p.display(), e))?;
+                                if !quiet {
+                                    eprintln!("wrote {}", p.display());
+                                }
+                            }
+                        }
+                        _ => print!(
+                            "{}",
+                            logferry::schedule::export(&settings.schedules, *format, &t)?
+                        ),
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plan { json } => {
+            let ctx = Ctx::open(g).await?;
+            let p = pipeline::Pipeline::new(&ctx)?;
+            let mut tables = vec![logferry_core::schema::LOG_RECORDS_TABLE.to_string()];
+            tables.extend(p.aggregator().rollup_names());
+            let plan = logferry::planner::plan(&ctx.settings, &tables, chrono::Utc::now());
+            let mut today = std::collections::BTreeMap::new();
+            for t in &tables {
+                if let Some(left) = ctx.warehouse.as_dyn().jobs_left(t).await? {
+                    today.insert(t.clone(), left);
+                }
+            }
+            if *json {
+                print_json(&serde_json::json!({"plan": plan, "jobs_left_today": today}))?;
+            } else {
+                print::plan(&plan, &today);
+            }
+            Ok(status_of(plan.refusals.is_empty()))
+        }
+        Command::Backfill(a) => {
+            let ctx = Ctx::open(g).await?;
+            let p = pipeline::Pipeline::new(&ctx)?;
+            let mode = match (&a.sql, a.reload) {
+                (Some(file), _) => backfill::BackfillMode::Sql {
+                    sql: std::fs::read_to_string(file).map_err(|e| Error::io(file.display(), e))?,
+                    file: file.display().to_string(),
+                    table: a.table.clone().unwrap_or_default(),
+                    schema: match &a.schema {
+                        Some(f) => Some(
+                            std::fs::read_to_string(f).map_err(|e| Error::io(f.display(), e))?,
+                        ),
+                        None => None,
+                    },
+                },
+                (None, true) => backfill::BackfillMode::Reload,
+                (None, false) => backfill::BackfillMode::Recompute,
+            };
+            let spec = backfill::BackfillSpec {
+                from: a.from,
+                to: a.to,
+                tenants: a.tenants.clone(),
+                tables: a.tables.clone(),
+                mode,
+            };
+            if a.queue {
+                let id = backfill::enqueue(&p, spec).await?;
+                if a.json {
+                    print_json(&serde_json::json!({"queued": id}))?;
+                } else if !quiet {
+                    println!("queued backfill {id}: the daemon's backfill job runs it");
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            let b = backfill::Backfill::new(&p, spec)?;
+            let plan = b.plan().await?;
+            if a.plan {
+                if a.json {
+                    print_json(&plan)?;
+                } else {
+                    print::backfill_plan(&plan);
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            if plan.days_needed > 1 {
+                return Err(Error::Config(format!(
+                    "backfill {} needs {} load jobs per table and only {:?} are left today: it takes {} days \
+                     within BigQuery's quota. Queue it (--queue) for the daemon to spread over those days, \
+                     or narrow the range",
+                    b.id(),
+                    plan.jobs_per_table.values().max().copied().unwrap_or(0),
+                    plan.jobs_left_today,
+                    plan.days_needed
+                )));
+            }
+            let r = b.run(quiet || a.json).await?;
+            if a.json {
+                print_json(&r)?;
+            } else if !quiet {
+                print::backfill(&r);
+            }
+            Ok(status_of(r.complete))
+        }
+        Command::Dlq { command } => {
+            let ctx = Ctx::open(g).await?;
+            let (f, replay) = match command {
+                DlqCommand::Ls(f) => (f, false),
+                DlqCommand::Replay(f) => (f, true),
+            };
+            let filter = dlq::Filter {
+                stage: f.stage.clone(),
+                reasons: f.reasons.clone(),
+                tenant: f.tenant.clone(),
+                from: window(&f.from)?,
+                to: window(&f.to)?,
+            };
+            if replay {
+                let r = dlq::replay(&ctx, &filter).await?;
+                if f.json {
+                    print_json(&r)?;
+                } else if !quiet {
+                    print::replay(&r);
+                }
+            } else {
+                let r = dlq::ls(&ctx, &filter).await?;
+                if f.json {
+                    print_json(&r)?;
+                } else {
+                    print::dlq(&r);
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -242,10 +476,17 @@ fn main() -> ExitCode {
     let code = match runtime.block_on(dispatch(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            eprintln!("error: {e}");
+            if e.kind() == ErrorKind::Config {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     };
+    // Work abandoned at a shutdown deadline may sit in blocking code: the
+    // process does not wait for it.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     let faults = logferry_core::faults::injected();
     if faults > 0 {
         eprintln!("logferry: {faults} storage faults injected (LOGFERRY_FAULT_RATE)");

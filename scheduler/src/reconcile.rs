@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::Result;
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::Int64Type;
 use serde::{Deserialize, Serialize};
@@ -14,6 +13,7 @@ use logferry_core::partition::Window;
 use logferry_core::schema::LOG_RECORDS_TABLE;
 
 use crate::context::Ctx;
+use crate::error::Result;
 
 /// Counts of one tenant key.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,41 +119,4 @@ pub async fn reconcile(ctx: &Ctx, window: Option<Window>) -> Result<Reconciliati
         tenants,
         totals,
     })
-}
-
-/// Prints a reconciliation for people.
-pub fn print(r: &Reconciliation) {
-    println!(
-        "{:<16} {:>12} {:>12} {:>12} {:>12}  balanced",
-        "tenant", "received", "loaded", "dead_letter", "duplicates"
-    );
-    let row = |name: &str, b: &TenantBalance| {
-        println!(
-            "{:<16} {:>12} {:>12} {:>12} {:>12}  {}",
-            name,
-            b.received,
-            b.loaded,
-            b.dead_lettered,
-            b.duplicates,
-            if b.balanced { "yes" } else { "NO" }
-        );
-    };
-    for (t, b) in &r.tenants {
-        row(t, b);
-    }
-    row("TOTAL", &r.totals);
-    if r.balanced {
-        println!("balanced: every tenant's received = loaded + dead_lettered + duplicates");
-    } else {
-        let off: Vec<&str> = r
-            .tenants
-            .iter()
-            .filter(|(_, b)| !b.balanced)
-            .map(|(t, _)| t.as_str())
-            .collect();
-        println!(
-            "NOT balanced for: {} (windows not yet run show as received but not loaded; see `logferry status`)",
-            off.join(", ")
-        );
-    }
 }

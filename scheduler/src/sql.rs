@@ -2,7 +2,6 @@
 
 use std::io::Write;
 
-use anyhow::{Result, bail};
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use datafusion::datasource::MemTable;
@@ -21,6 +20,7 @@ use logferry_export::WarehouseHandle;
 
 use crate::cli::OutputFormat;
 use crate::context::Ctx;
+use crate::error::{Error, Result};
 
 /// A session with every table registered: `landing`, `dlq`, `curated`, the
 /// rollups, `warehouse` (the loaded log records) and, for the local
@@ -71,7 +71,7 @@ pub async fn session_for(
         WarehouseHandle::BigQuery(bq) => {
             let wanted = query.is_none_or(|q| q.to_ascii_lowercase().contains("warehouse"));
             let batch = if wanted {
-                bq.read_table(LOG_RECORDS_TABLE, &log_record_schema())
+                bq.read_table(LOG_RECORDS_TABLE, &log_record_schema(), None)
                     .await?
             } else {
                 RecordBatch::new_empty(log_record_schema())
@@ -87,12 +87,13 @@ pub async fn session_for(
 
 /// Refuses anything but a single query.
 pub fn ensure_read_only(query: &str) -> Result<()> {
-    let statements = DFParser::parse_sql(query)?;
+    let statements =
+        DFParser::parse_sql(query).map_err(|e| Error::Config(format!("logferry sql: {e}")))?;
     if statements.len() != 1 {
-        bail!(
+        return Err(Error::Config(format!(
             "logferry sql takes exactly one statement, got {}",
             statements.len()
-        );
+        )));
     }
     fn is_query(s: &DfStatement) -> bool {
         match s {
@@ -108,11 +109,11 @@ pub fn ensure_read_only(query: &str) -> Result<()> {
         }
     }
     if !is_query(&statements[0]) {
-        bail!(
+        return Err(Error::Config(format!(
             "logferry sql is read-only: only queries (SELECT, WITH, VALUES, EXPLAIN SELECT) are \
              allowed, not: {}",
             query.trim().chars().take(60).collect::<String>()
-        );
+        )));
     }
     Ok(())
 }
@@ -154,11 +155,8 @@ pub fn write(
     };
     match format {
         OutputFormat::Table => {
-            writeln!(
-                out,
-                "{}",
-                arrow::util::pretty::pretty_format_batches(batches)?
-            )?;
+            let table = arrow::util::pretty::pretty_format_batches(batches)?;
+            writeln!(out, "{table}").map_err(|e| Error::io("the output", e))?;
         }
         OutputFormat::Csv => {
             let mut w = arrow::csv::WriterBuilder::new()
@@ -181,8 +179,9 @@ pub fn write(
                 buf.clear();
                 buf.extend_from_slice(b"[]");
             }
-            out.write_all(&buf)?;
-            writeln!(out)?;
+            out.write_all(&buf)
+                .and_then(|()| writeln!(out))
+                .map_err(|e| Error::io("the output", e))?;
         }
     }
     Ok(())

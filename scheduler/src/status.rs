@@ -1,20 +1,24 @@
 //! `logferry status`: every window the lake knows, with the state of each
-//! stage: what landed, whether the committed aggregate run covers exactly the
-//! landed objects, and whether that run is what the warehouse holds.
+//! stage: what landed, whether the committed run (and, for an open window,
+//! its increments) covers exactly the landed objects, whether that is what
+//! the warehouse holds, and whether the window is failing.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use anyhow::Result;
+use chrono::{DateTime, Utc};
 use object_store::path::Path;
 use serde::{Deserialize, Serialize};
 
-use logferry_aggregate::catalog::committed_runs;
-use logferry_core::ledger::Ledger;
-use logferry_core::partition::{LANDING, STATE, parse_partition};
+use logferry_aggregate::catalog::{committed_runs, open_chains};
+use logferry_core::partition::{LANDING, Window, parse_partition};
+use logferry_core::records::{Appended, appended_key};
 use logferry_core::storage::list_all;
 use logferry_export::{ExportRecord, LoadState, SealRecord};
 
 use crate::context::Ctx;
+use crate::error::Result;
+use crate::failures::{Failures, Subject};
+use crate::state::{AggregateStatus, ExportStatus, Health};
 
 /// One window's state.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -27,20 +31,31 @@ pub struct WindowStatus {
     pub landed_bytes: u64,
     /// Tenants with landed data.
     pub tenants: u64,
-    /// `pending` (never aggregated), `stale` (new data since) or `done`.
-    pub aggregate: String,
-    /// Committed aggregate run.
+    /// Where the aggregate stands.
+    pub aggregate: AggregateStatus,
+    /// Committed full run.
     pub run_id: Option<String>,
-    /// Curated rows of that run.
+    /// Increments on top of it (an open window).
+    pub increments: u64,
+    /// Curated rows of the run and its increments.
     pub curated_rows: u64,
-    /// `pending` (not exported), `stale` (an older run is exported),
-    /// `loaded` (its hourly partition), `appended` (to its day), `sealed`
-    /// (its day's seal loaded this run) or `awaiting_seal`.
-    pub export: String,
-    /// Rows in the warehouse's log_records partition.
+    /// Where the warehouse stands.
+    pub export: ExportStatus,
+    /// Rows of the window in the warehouse's log_records table.
     pub rows_loaded: u64,
     /// Load job ids of the loaded run.
     pub load_jobs: Vec<String>,
+    /// Whether its processing fails.
+    pub health: Health,
+    /// Failed attempts in a row.
+    #[serde(default)]
+    pub attempts: u32,
+    /// When the next attempt is due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// The last error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// What landed in one window.
@@ -54,7 +69,7 @@ struct Landed {
 
 /// States of every window.
 pub async fn status(ctx: &Ctx) -> Result<Vec<WindowStatus>> {
-    let ledger = Ledger::new(ctx.lake.store.clone(), STATE);
+    let ledger = ctx.ledger();
     let mut landed: BTreeMap<String, Landed> = BTreeMap::new();
     for m in list_all(ctx.lake.store.as_ref(), &Path::from(LANDING)).await? {
         let k = parse_partition(&m.location);
@@ -67,6 +82,7 @@ pub async fn status(ctx: &Ctx) -> Result<Vec<WindowStatus>> {
         }
     }
     let runs = committed_runs(&ledger).await?;
+    let chains = open_chains(&ledger, &runs).await?;
     let exports: BTreeMap<String, ExportRecord> = ledger
         .latest_under::<ExportRecord>("windows", |k| k.ends_with("/export"))
         .await?
@@ -79,88 +95,91 @@ pub async fn status(ctx: &Ctx) -> Result<Vec<WindowStatus>> {
         .into_values()
         .map(|v| (v.value.day.clone(), v.value))
         .collect();
+    let failures = Failures::load(&ledger, ctx.settings.run).await?;
     let windows: BTreeSet<String> = landed
         .keys()
         .chain(runs.keys())
         .chain(exports.keys())
+        .chain(chains.keys())
         .cloned()
         .collect();
     let mut out = Vec::new();
     for w in windows {
         let l = landed.remove(&w).unwrap_or_default();
         let run = runs.get(&w);
-        let aggregate = match run {
-            None => "pending",
-            Some(r) => {
-                let inputs: BTreeSet<(String, u64)> =
-                    r.inputs.iter().map(|i| (i.path.clone(), i.size)).collect();
-                if inputs == l.objects { "done" } else { "stale" }
-            }
+        let chain = chains.get(&w).map(Vec::as_slice).unwrap_or_default();
+        let covered: BTreeSet<(String, u64)> = run
+            .iter()
+            .flat_map(|r| r.inputs.iter())
+            .chain(chain.iter().flat_map(|i| i.inputs.iter()))
+            .map(|i| (i.path.clone(), i.size))
+            .collect();
+        let aggregate = match (run, chain.is_empty()) {
+            (None, true) => AggregateStatus::Pending,
+            _ if covered != l.objects => AggregateStatus::Stale,
+            (_, false) => AggregateStatus::Open,
+            (Some(_), true) => AggregateStatus::Done,
         };
         let exp = exports.get(&w);
         let sealed = seals
             .get(w.get(..10).unwrap_or_default())
             .and_then(|s| s.windows.get(&w));
-        let export = match (run, exp) {
-            (_, None) => "pending",
-            (Some(r), Some(e)) if e.aggregate_run_id == r.run_id => {
-                if sealed == Some(&r.run_id) {
-                    "sealed"
-                } else if e.loaded_run.as_ref() == Some(&r.run_id) {
-                    match e.state {
-                        LoadState::Appended => "appended",
-                        _ => "loaded",
+        let mut rows_loaded = 0;
+        let export = if !chain.is_empty() {
+            let window = Window::parse(&w)?;
+            let appended = ledger.latest::<Appended>(&appended_key(window)).await?;
+            rows_loaded = appended.map_or(0, |a| a.value.rows);
+            ExportStatus::Appended
+        } else {
+            match (run, exp) {
+                (_, None) => ExportStatus::Pending,
+                (Some(r), Some(e)) if e.aggregate_run_id == r.run_id => {
+                    if sealed == Some(&r.run_id) {
+                        ExportStatus::Sealed
+                    } else if e.loaded_run.as_ref() == Some(&r.run_id) {
+                        match e.state {
+                            LoadState::Appended => ExportStatus::Appended,
+                            _ => ExportStatus::Loaded,
+                        }
+                    } else {
+                        ExportStatus::AwaitingSeal
                     }
-                } else {
-                    "awaiting_seal"
                 }
+                _ => ExportStatus::Stale,
             }
-            _ => "stale",
         };
+        if matches!(
+            export,
+            ExportStatus::Loaded | ExportStatus::Appended | ExportStatus::Sealed
+        ) && chain.is_empty()
+        {
+            rows_loaded = exp.map_or(0, |e| {
+                e.exported_rows(logferry_core::schema::LOG_RECORDS_TABLE)
+            });
+        }
+        let failure = Window::parse(&w)
+            .ok()
+            .and_then(|win| failures.get(&Subject::Window(win)));
         out.push(WindowStatus {
             window: w,
             landed_files: l.files,
             landed_bytes: l.bytes,
             tenants: l.tenants.len() as u64,
-            aggregate: aggregate.into(),
+            aggregate,
             run_id: run.map(|r| r.run_id.clone()),
-            curated_rows: run.map_or(0, |r| r.curated.iter().map(|f| f.rows).sum()),
-            export: export.into(),
-            rows_loaded: match export {
-                "loaded" | "appended" | "sealed" => exp.map_or(0, |e| {
-                    e.exported_rows(logferry_core::schema::LOG_RECORDS_TABLE)
-                }),
-                _ => 0,
-            },
+            increments: chain.len() as u64,
+            curated_rows: run.map_or(0, |r| r.curated.iter().map(|f| f.rows).sum::<u64>())
+                + chain.iter().map(|i| i.curated_rows()).sum::<u64>(),
+            export,
+            rows_loaded,
             load_jobs: exp
                 .map(|e| e.tables.iter().filter_map(|t| t.job_id.clone()).collect())
                 .unwrap_or_default(),
+            health: failure.map_or(Health::Ok, |f| f.health()),
+            attempts: failure.map_or(0, |f| f.attempts),
+            next_attempt_at: failure.and_then(|f| f.next_attempt_at),
+            error: failure.map(|f| f.error.clone()),
         });
     }
     Ok(out)
-}
-
-/// Prints window states for people.
-pub fn print(rows: &[WindowStatus]) {
-    if rows.is_empty() {
-        println!("The lake is empty: forward some data first (see `logferry forward --help`).");
-        return;
-    }
-    println!(
-        "{:<14} {:>7} {:>10} {:>8} {:>10} {:>12} {:>14} {:>12}",
-        "window", "files", "bytes", "tenants", "aggregate", "curated", "export", "loaded"
-    );
-    for r in rows {
-        println!(
-            "{:<14} {:>7} {:>10} {:>8} {:>10} {:>12} {:>14} {:>12}",
-            r.window,
-            r.landed_files,
-            r.landed_bytes,
-            r.tenants,
-            r.aggregate,
-            r.curated_rows,
-            r.export,
-            r.rows_loaded
-        );
-    }
 }

@@ -7,7 +7,6 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{Context as _, Result};
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::DataType;
 use object_store::path::Path;
@@ -24,6 +23,7 @@ use logferry_core::storage::{get_bytes, list_all};
 use logferry_export::WarehouseHandle;
 
 use crate::context::Ctx;
+use crate::error::{Result, ResultExt};
 
 /// Rows of one place that break isolation, for one reason.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, PartialOrd, Ord)]
@@ -287,21 +287,6 @@ pub async fn isolation(ctx: &Ctx, window: Option<Window>) -> Result<IsolationRep
     }
     report.violations.sort();
     Ok(report)
-}
-
-/// Prints a report for people.
-pub fn print(r: &IsolationReport) {
-    for (area, c) in &r.checked {
-        println!("{area:<10} {:>8} objects {:>12} rows", c.objects, c.rows);
-    }
-    if r.isolated() {
-        println!("isolated: every row sits with its own tenant");
-    } else {
-        println!("NOT isolated: {} violation(s)", r.violations.len());
-        for v in &r.violations {
-            println!("  {} {}: {} ({} rows)", v.area, v.path, v.detail, v.rows);
-        }
-    }
 }
 
 #[cfg(test)]

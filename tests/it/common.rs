@@ -196,10 +196,10 @@ impl Env {
         ]
     }
 
-    pub async fn run(&self) -> logferry::run::RunReport {
-        logferry::run::run(
+    pub async fn run(&self) -> logferry::pipeline::RunReport {
+        logferry::pipeline::run(
             &self.ctx().await,
-            logferry::run::RunOptions {
+            logferry::pipeline::RunOptions {
                 quiet: true,
                 ..Default::default()
             },

@@ -100,9 +100,9 @@ impl Walk {
                         );
                         assert!(
                             got == want,
-                            "{}: after a crash at {point} the pipeline ended otherwise:\n\
-                             got {got:?}\nwant {want:?}",
-                            self.name
+                            "{}: after a crash at {point} the pipeline ended otherwise:\n{}",
+                            self.name,
+                            differences(&got, &want)
                         );
                         assert_isolated(&env);
                         // Nothing is left half done: another run finds no work.
@@ -134,6 +134,27 @@ impl Walk {
     }
 }
 
+/// What differs between two outcomes, for people.
+fn differences(got: &Outcome, want: &Outcome) -> String {
+    let g: BTreeSet<&String> = got.rows.iter().collect();
+    let w: BTreeSet<&String> = want.rows.iter().collect();
+    let short = |r: &&String| r.chars().take(120).collect::<String>();
+    let extra: Vec<String> = g.difference(&w).take(5).map(short).collect();
+    let missing: Vec<String> = w.difference(&g).take(5).map(short).collect();
+    let dlq_g: BTreeSet<&str> = got.dlq.lines().collect();
+    let dlq_w: BTreeSet<&str> = want.dlq.lines().collect();
+    format!(
+        "rows {} vs {}; extra {extra:?}; missing {missing:?}\n\
+         dlq only got {:?}\ndlq only want {:?}\ntenants got {}\ntenants want {}",
+        got.rows.len(),
+        want.rows.len(),
+        dlq_g.difference(&dlq_w).collect::<Vec<_>>(),
+        dlq_w.difference(&dlq_g).collect::<Vec<_>>(),
+        got.tenants,
+        want.tenants
+    )
+}
+
 /// Points no walk on the embedded backends reaches.
 fn embedded_unreachable() -> BTreeMap<&'static str, &'static str> {
     BTreeMap::from([
@@ -156,6 +177,30 @@ fn embedded_unreachable() -> BTreeMap<&'static str, &'static str> {
     ])
 }
 
+/// The embedded pipeline: both files forwarded with a micro-batch pass
+/// after each (the open windows get increments, the others their full
+/// runs), a full run (the increments replaced), a reload backfill of the
+/// day and a DLQ replay.
+fn embedded_steps(w: &logferry_forward::workload::Workload, last_run: &[&str]) -> Vec<Step> {
+    let f = forward_steps(w);
+    vec![
+        f[0].clone(),
+        strings(&["run", "--micro-batch"]),
+        f[1].clone(),
+        strings(&["run", "--micro-batch"]),
+        strings(last_run),
+        strings(&[
+            "backfill",
+            "--reload",
+            "--from",
+            "2026-01-15",
+            "--to",
+            "2026-01-15",
+        ]),
+        strings(&["dlq", "replay"]),
+    ]
+}
+
 /// Every crash point on the embedded backends, hourly partitions (each
 /// window replaces its partition) and daily ones (appended, then sealed);
 /// plus the emulator walk's points, which together must cover them all.
@@ -164,8 +209,7 @@ fn every_crash_point_is_survived_on_the_embedded_backends() {
     let inputs = tempfile::tempdir().unwrap();
     let w = workload(inputs.path());
     let tenants = logferry_forward::workload::tenants_toml(TENANTS);
-    let mut steps = forward_steps(&w);
-    steps.push(strings(&["run"]));
+    let steps = embedded_steps(&w, &["run"]);
     let mut hourly = embedded_unreachable();
     hourly.insert("seal.after_load", "hourly partitions are never sealed");
     let hour = Walk {
@@ -178,14 +222,12 @@ fn every_crash_point_is_survived_on_the_embedded_backends() {
     };
     let mut reached = hour.run();
 
-    let mut day_steps = forward_steps(&w);
-    day_steps.push(strings(&["run", "--seal"]));
     let day = Walk {
         name: "embedded, daily partitions sealed",
         backend: Backend::Embedded,
         extra: "[warehouse]\npartitioning = \"day\"\n".into(),
         tenants,
-        steps: day_steps,
+        steps: embedded_steps(&w, &["run", "--seal"]),
         unreachable: embedded_unreachable(),
     };
     reached.extend(day.run());
@@ -222,8 +264,8 @@ fn every_crash_point_is_survived_on_the_embedded_backends() {
 }
 
 /// Every crash point the real-service paths have, on the emulators: files
-/// and Kinesis forwarded to S3, run, exported to GCS and loaded into
-/// BigQuery with load jobs.
+/// and Kinesis forwarded to S3, micro-batches appended, run, exported to
+/// GCS and loaded into BigQuery with load jobs.
 #[test]
 fn every_crash_point_is_survived_on_the_emulators() {
     if emulators().is_none() {
@@ -231,7 +273,10 @@ fn every_crash_point_is_survived_on_the_emulators() {
     }
     let inputs = tempfile::tempdir().unwrap();
     let w = workload(inputs.path());
-    let (tenants, steps) = kinesis_pipeline("crash", &w);
+    let (tenants, mut steps) = kinesis_pipeline("crash", &w);
+    let last = steps.pop().unwrap();
+    steps.push(strings(&["run", "--micro-batch"]));
+    steps.push(last);
     let walk = Walk {
         name: "emulators (S3, Kinesis, GCS, BigQuery)",
         backend: Backend::Emulators,
@@ -251,9 +296,12 @@ fn every_crash_point_is_survived_on_the_emulators() {
                 "seal.after_load",
                 "bqemulator has no partition decorators (docs/emulators.md)",
             ),
+            ("backfill.after_load", "walked on the embedded backends"),
+            ("dlq.before_superseded", "walked on the embedded backends"),
         ]),
     };
     let reached = walk.run();
     assert!(reached.contains("kinesis.after_checkpoint"));
     assert!(reached.contains("export.while_polling"));
+    assert!(reached.contains("increment.after_append"));
 }

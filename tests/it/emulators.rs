@@ -197,6 +197,7 @@ async fn load_jobs_resume_and_retry() {
         rows: 7,
         bytes: 1,
         window: Some(w),
+        expect_rows: None,
     };
     let first = bq.load(&job("a", "manual/a.parquet")).await.unwrap();
     assert!(!first.already_done);
@@ -266,6 +267,7 @@ async fn gap_bigquery_emulator_has_no_partition_decorators() {
         rows: 3,
         bytes: 1,
         window: None,
+        expect_rows: None,
     };
     let e = bq.load(&seal).await.unwrap_err().to_string();
     assert!(
@@ -471,15 +473,30 @@ async fn duplicate_job_id_is_waited_on() {
         max_attempts: 3,
         request_timeout: std::time::Duration::from_secs(5),
         retry_budget: std::time::Duration::from_secs(30),
+        quotas: logferry_core::config::LoadQuotas {
+            jobs_per_table_per_day: 1500,
+            jobs_per_project_per_day: 100_000,
+            table_updates_per_10s: 5,
+            other_jobs_per_table_per_day: 0,
+            headroom: 0.1,
+        },
+        sql_max_rows: 1000,
     };
     let dir = tempfile::tempdir().unwrap();
     let export: Arc<dyn ExportStore> = Arc::new(logferry_export::ObjectExport::new(
         logferry_core::storage::Location::open(dir.path().to_str().unwrap()).unwrap(),
     ));
-    let bq =
-        logferry_export::bigquery::BigQueryWarehouse::open(&settings, Partitioning::Day, export)
-            .await
-            .unwrap();
+    let bq = logferry_export::bigquery::BigQueryWarehouse::open(
+        &settings,
+        Partitioning::Day,
+        export,
+        logferry_core::ledger::Ledger::new(
+            Arc::new(object_store::memory::InMemory::new()),
+            "_state",
+        ),
+    )
+    .await
+    .unwrap();
     let w = Window::parse("2026-01-15T10").unwrap();
     let res = bq
         .load(&LoadJob {
@@ -492,6 +509,7 @@ async fn duplicate_job_id_is_waited_on() {
             rows: 7,
             bytes: 1,
             window: Some(w),
+            expect_rows: None,
         })
         .await
         .unwrap();

@@ -9,6 +9,7 @@ mod common;
 mod concurrency;
 #[cfg(feature = "failpoints")]
 mod crash;
+mod daemon;
 mod emulators;
 mod faultproxy;
 mod faults;
@@ -17,3 +18,5 @@ mod isolation;
 mod lambda;
 mod pipeline;
 mod procs;
+mod runs;
+mod schedules;

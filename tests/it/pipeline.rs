@@ -341,9 +341,9 @@ async fn rerun_idempotent(backend: Backend) {
 
     // An explicit window re-run is also a no-op.
     let w0 = logferry_core::partition::Window::parse(&before_window(&env).await).unwrap();
-    let r = logferry::run::run(
+    let r = logferry::pipeline::run(
         &env.ctx().await,
-        logferry::run::RunOptions {
+        logferry::pipeline::RunOptions {
             window: Some(w0),
             quiet: true,
             ..Default::default()
@@ -514,9 +514,9 @@ async fn daily_partitions_append_then_seal() {
     );
 
     // The seal replaces the day with every window's current objects.
-    let sealed = logferry::run::run(
+    let sealed = logferry::pipeline::run(
         &env.ctx().await,
-        logferry::run::RunOptions {
+        logferry::pipeline::RunOptions {
             seal: true,
             quiet: true,
             ..Default::default()

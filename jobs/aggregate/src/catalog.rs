@@ -2,7 +2,8 @@
 //! `landing` (every landing object), `dlq` (forward refusals and the
 //! committed runs' rule violations), `curated` and one table per rollup (the
 //! committed runs' objects only, so a crashed or superseded run is never
-//! read).
+//! read). An open window adds the objects of its chain of increments to
+//! `curated` and `dlq`; its rollups are its last full run's.
 
 use std::collections::BTreeMap;
 
@@ -16,7 +17,8 @@ use logferry_core::storage::{Location, list_all, parquet_schema};
 
 use crate::error::Result;
 use crate::session::{parquet_table, register_store};
-use crate::window::AggregateRecord;
+use crate::window::{AggregateRecord, read_chain};
+use logferry_core::records::{ChainHead, Increment, SUPERSEDED, Superseded, head_key};
 
 /// Latest committed aggregate record of every window, by window.
 pub async fn committed_runs(ledger: &Ledger) -> Result<BTreeMap<String, AggregateRecord>> {
@@ -45,6 +47,30 @@ pub struct LakeFiles {
     pub rollups: BTreeMap<String, Vec<String>>,
     /// The committed runs, by window.
     pub runs: BTreeMap<String, AggregateRecord>,
+    /// The increments of open windows on top of their runs, by window.
+    pub chains: BTreeMap<String, Vec<Increment>>,
+}
+
+/// The current chain of increments of every open window, by window.
+pub async fn open_chains(
+    ledger: &Ledger,
+    runs: &BTreeMap<String, AggregateRecord>,
+) -> Result<BTreeMap<String, Vec<Increment>>> {
+    let mut out = BTreeMap::new();
+    for key in ledger.list("open").await? {
+        let Some(w) = parse_partition(&Path::from(key.as_str())).window else {
+            continue;
+        };
+        let Some(head) = ledger.latest::<ChainHead>(&head_key(w)).await? else {
+            continue;
+        };
+        let base = runs.get(&w.to_string()).map(|r| r.run_id.clone());
+        if head.value.base_run_id != base || head.value.seq == 0 {
+            continue;
+        }
+        out.insert(w.to_string(), read_chain(ledger, w, &head.value).await?);
+    }
+    Ok(out)
 }
 
 async fn list_parquet(
@@ -66,12 +92,26 @@ impl LakeFiles {
     pub async fn load(lake: &Location, window: Option<Window>) -> Result<Self> {
         let ledger = Ledger::new(lake.store.clone(), STATE);
         let mut runs = committed_runs(&ledger).await?;
+        let mut chains = open_chains(&ledger, &runs).await?;
         if let Some(w) = window {
             runs.retain(|k, _| *k == w.to_string());
+            chains.retain(|k, _| *k == w.to_string());
         }
+        // Dead-letter objects a replay replaced are read as their
+        // replacements only.
+        let superseded: std::collections::HashSet<String> = ledger
+            .latest_under::<Superseded>(SUPERSEDED, |_| true)
+            .await?
+            .into_values()
+            .map(|v| v.value.path)
+            .collect();
         let mut files = LakeFiles {
             landing: list_parquet(lake, LANDING, window).await?,
-            dlq_forward: list_parquet(lake, &format!("{DLQ}/stage=forward"), window).await?,
+            dlq_forward: list_parquet(lake, &format!("{DLQ}/stage=forward"), window)
+                .await?
+                .into_iter()
+                .filter(|p| !superseded.contains(p))
+                .collect(),
             ..Default::default()
         };
         for r in runs.values() {
@@ -91,7 +131,16 @@ impl LakeFiles {
                 }
             }
         }
+        for inc in chains.values().flatten() {
+            files
+                .dlq_aggregate
+                .extend(inc.dlq.iter().map(|f| f.path.clone()));
+            files
+                .curated
+                .extend(inc.curated.iter().map(|f| f.path.clone()));
+        }
         files.runs = runs;
+        files.chains = chains;
         Ok(files)
     }
 }

@@ -13,6 +13,7 @@ use datafusion::prelude::SessionContext;
 use logferry_core::schema::log_record_schema;
 
 use crate::error::{Error, Result};
+use crate::keys::KeySet;
 use crate::program::{SqlFile, SqlProgram};
 use crate::session::{conform, plain_schema};
 
@@ -97,8 +98,39 @@ fn replace_table(
     Ok(())
 }
 
-/// Runs the program. `window_input` must be registered in `ctx`.
+/// Runs the whole program. `window_input` must be registered in `ctx`.
 pub async fn run(ctx: &SessionContext, program: &SqlProgram) -> Result<EngineOutput> {
+    run_with(ctx, program, None, true).await
+}
+
+/// Keeps the rows whose key `seen` does not hold: the rest are copies of
+/// records an earlier run of the window kept or refused.
+fn unseen(batches: Vec<RecordBatch>, seen: &KeySet) -> Result<Vec<RecordBatch>> {
+    let mut out = Vec::with_capacity(batches.len());
+    for b in batches {
+        let s = b.schema();
+        let tenants = b
+            .column(s.index_of("tenant_id")?)
+            .as_string::<i32>()
+            .clone();
+        let events = b.column(s.index_of("event_id")?).as_string::<i32>().clone();
+        let keep: arrow::array::BooleanArray = (0..b.num_rows())
+            .map(|i| Some(!seen.contains(tenants.value(i), events.value(i))))
+            .collect();
+        out.push(arrow::compute::filter_record_batch(&b, &keep)?);
+    }
+    Ok(out)
+}
+
+/// Runs the program; with `seen`, records whose key it holds count as
+/// duplicates (an increment of an open window); without `rollups`, no
+/// rollup is computed (they are computed over the whole window).
+pub async fn run_with(
+    ctx: &SessionContext,
+    program: &SqlProgram,
+    seen: Option<&KeySet>,
+    rollups: bool,
+) -> Result<EngineOutput> {
     let log_schema = log_record_schema();
 
     let mut input = BTreeMap::new();
@@ -119,6 +151,10 @@ pub async fn run(ctx: &SessionContext, program: &SqlProgram) -> Result<EngineOut
         .map(|b| conform(b, &log_schema))
         .collect::<Result<Vec<_>>>()
         .map_err(|e| sql_err(&program.dedupe, format!("result is not a log_record: {e}")))?;
+    let deduped = match seen {
+        Some(seen) if !seen.is_empty() => unseen(deduped, seen)?,
+        _ => deduped,
+    };
     let mut deduped_counts = BTreeMap::new();
     count_by(&deduped, "tenant_id", &mut deduped_counts)?;
     replace_table(ctx, "deduped", log_schema.clone(), deduped)?;
@@ -195,8 +231,9 @@ pub async fn run(ctx: &SessionContext, program: &SqlProgram) -> Result<EngineOut
     let event_time = event_time_stats(&curated);
     replace_table(ctx, "curated", log_schema.clone(), curated.clone())?;
 
+    let with_rollups = rollups;
     let mut rollups = Vec::new();
-    for r in &program.rollups {
+    for r in program.rollups.iter().filter(|_| with_rollups) {
         let df = ctx.sql(&r.sql).await.map_err(|e| sql_err(r, e))?;
         let schema = plain_schema(df.schema().as_arrow());
         let batches = df

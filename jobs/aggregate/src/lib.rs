@@ -5,6 +5,7 @@
 pub mod catalog;
 pub mod engine;
 pub mod error;
+pub mod keys;
 pub mod program;
 pub mod session;
 pub mod window;

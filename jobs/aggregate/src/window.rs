@@ -12,6 +12,7 @@ use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::TimestampMicrosecondType;
 use bytes::Bytes;
 use chrono::Utc;
+use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use parquet::file::properties::WriterProperties;
 
@@ -21,16 +22,18 @@ use logferry_core::failpoint;
 use logferry_core::ids::IdHasher;
 use logferry_core::ledger::{Ledger, Versioned};
 use logferry_core::partition::{
-    LANDING, STATE, Stage, Window, curated_file, dlq_file, parse_partition, pending_marker,
-    rollup_file,
+    LANDING, STATE, Stage, TenantId, Window, curated_file, dlq_file, landing_file, parse_partition,
+    pending_marker, rollup_file,
 };
+use logferry_core::records::{ChainHead, Increment, head_key, increments_dir, open_marker};
 use logferry_core::schema::{dead_letter_schema, log_record_schema};
 use logferry_core::storage::{
     Location, delete_if_exists, encode_parquet, list_all, parquet_footer_rows, writer_properties,
 };
 
 use crate::engine::{self, EngineOutput};
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::keys::{KeySet, batch_keys};
 use crate::program::SqlProgram;
 use crate::session::{new_session, parquet_table, register_store};
 pub use logferry_core::records::{AggregateRecord, FileRef, InputFile, aggregate_key};
@@ -104,6 +107,20 @@ impl Aggregator {
         &self.ledger
     }
 
+    /// Hash of the SQL program.
+    pub fn program_hash(&self) -> String {
+        self.program.hash.clone()
+    }
+
+    /// Names of the program's rollups (their warehouse tables).
+    pub fn rollup_names(&self) -> Vec<String> {
+        self.program
+            .rollups
+            .iter()
+            .map(|r| r.name.clone())
+            .collect()
+    }
+
     /// The landing objects of a window, over all tenants.
     pub async fn inputs(&self, w: Window) -> Result<Vec<InputFile>> {
         let store = self.lake.store.as_ref();
@@ -162,6 +179,142 @@ impl Aggregator {
         Ok(())
     }
 
+    /// Aggregates again only `tenants`' records of a window (a backfill
+    /// for some tenants): their landing objects are run through the current
+    /// program and their outputs replace theirs; every other tenant's
+    /// outputs, counts and rollup rows stay those of the committed run. A
+    /// window with no committed run is aggregated whole. Rollups must have
+    /// a `tenant_id` column for their rows to be told apart.
+    pub async fn aggregate_tenants(
+        &self,
+        w: Window,
+        tenants: &std::collections::BTreeSet<String>,
+    ) -> Result<Outcome> {
+        let start = Instant::now();
+        let Some(prev) = self.committed(w).await? else {
+            return self.aggregate(w).await;
+        };
+        let inputs = self.inputs(w).await?;
+        let mine: Vec<InputFile> = inputs
+            .into_iter()
+            .filter(|i| tenants.contains(&i.tenant))
+            .collect();
+        let mut h = IdHasher::new();
+        h.part(b"tenants")
+            .part(self.program.hash.as_bytes())
+            .part(prev.value.run_id.as_bytes());
+        for t in tenants {
+            h.part(t.as_bytes());
+        }
+        for i in &mine {
+            h.part(i.path.as_bytes()).part(&i.size.to_le_bytes());
+        }
+        let run_id = h.hex();
+        if prev.value.run_id == run_id {
+            return Ok(Outcome::UpToDate(prev.value));
+        }
+        let ctx = new_session();
+        register_store(&ctx, "lake", self.lake.store.clone())?;
+        let files: Vec<String> = mine.iter().map(|i| i.path.clone()).collect();
+        ctx.register_table(
+            "window_input",
+            parquet_table("lake", log_record_schema(), None, &files)?,
+        )?;
+        let out = engine::run(&ctx, &self.program).await?;
+        self.check_read_all(w, &mine, &out).await?;
+        let (curated, _, dlq) = self.write_outputs(w, &run_id, &out).await?;
+        // Rollup rows of the other tenants come from the committed run.
+        let mut rollups = Vec::new();
+        for r in &out.rollups {
+            let mut batches: Vec<RecordBatch> = Vec::new();
+            for f in prev
+                .value
+                .rollups
+                .iter()
+                .filter(|f| f.table.as_deref() == Some(&r.name))
+            {
+                let old = logferry_core::storage::read_parquet(
+                    self.lake.store.as_ref(),
+                    &Path::from(f.path.as_str()),
+                )
+                .await?;
+                for b in old {
+                    batches.push(keep_other_tenants(&b, tenants, &r.name)?);
+                }
+            }
+            let batches: Vec<RecordBatch> = batches
+                .iter()
+                .map(|b| crate::session::conform(b, &r.schema))
+                .chain(r.batches.iter().map(|b| Ok(b.clone())))
+                .collect::<Result<_>>()?;
+            let path = rollup_file(&r.name, w, &run_id);
+            rollups.push(
+                self.put(path, &r.schema, &batches, None, Some(&r.name))
+                    .await?,
+            );
+        }
+        let others = |f: &&FileRef| f.tenant.as_ref().is_none_or(|t| !tenants.contains(t));
+        let mut counts: BTreeMap<String, logferry_core::records::WindowCounts> = prev
+            .value
+            .counts
+            .iter()
+            .filter(|(t, _)| !tenants.contains(*t))
+            .map(|(t, c)| (t.clone(), c.clone()))
+            .collect();
+        counts.extend(out.counts);
+        let mut all_inputs: Vec<InputFile> = prev
+            .value
+            .inputs
+            .iter()
+            .filter(|i| !tenants.contains(&i.tenant))
+            .cloned()
+            .chain(mine)
+            .collect();
+        all_inputs.sort_by(|a, b| a.path.cmp(&b.path));
+        let record = AggregateRecord {
+            window: w.to_string(),
+            run_id: run_id.clone(),
+            program_hash: self.program.hash.clone(),
+            inputs: all_inputs,
+            curated: prev
+                .value
+                .curated
+                .iter()
+                .filter(others)
+                .cloned()
+                .chain(curated)
+                .collect(),
+            rollups,
+            dlq: prev
+                .value
+                .dlq
+                .iter()
+                .filter(others)
+                .cloned()
+                .chain(dlq)
+                .collect(),
+            counts,
+            event_time: out.event_time,
+            finished_at: Utc::now(),
+            duration_ms: start.elapsed().as_millis() as u64,
+        };
+        failpoint::hit("aggregate.after_outputs");
+        self.ledger
+            .commit(&aggregate_key(w), Some(prev.version), &record)
+            .await?;
+        failpoint::hit("aggregate.after_commit");
+        let keep: std::collections::HashSet<&str> =
+            record.outputs().map(|f| f.path.as_str()).collect();
+        for f in prev
+            .value
+            .outputs()
+            .filter(|f| !keep.contains(f.path.as_str()))
+        {
+            delete_if_exists(self.lake.store.as_ref(), &Path::from(f.path.as_str())).await?;
+        }
+        Ok(Outcome::Done(record))
+    }
+
     /// Aggregates one window if its inputs changed since the last run.
     pub async fn aggregate(&self, w: Window) -> Result<Outcome> {
         let start = Instant::now();
@@ -176,6 +329,10 @@ impl Aggregator {
         {
             return Ok(Outcome::UpToDate(p.value.clone()));
         }
+        // A chain of increments on the previous run is replaced with it.
+        let (_, chain) = self
+            .current_chain(w, prev.as_ref().map(|p| &p.value))
+            .await?;
 
         let ctx = new_session();
         register_store(&ctx, "lake", self.lake.store.clone())?;
@@ -185,21 +342,7 @@ impl Aggregator {
             parquet_table("lake", log_record_schema(), None, &files)?,
         )?;
         let out = engine::run(&ctx, &self.program).await?;
-        // The engine must have read every row the landing objects hold: a
-        // store or reader fault that made a file look empty would otherwise
-        // commit a window with records silently missing.
-        let mut landed = 0u64;
-        for i in &inputs {
-            landed +=
-                parquet_footer_rows(&self.lake.store, &Path::from(i.path.as_str()), i.size).await?;
-        }
-        let read: u64 = out.counts.values().map(|c| c.input).sum();
-        if read != landed {
-            return Err(crate::Error::Internal(format!(
-                "window {w}: the SQL program read {read} rows, the window's {} landing objects hold {landed}",
-                inputs.len()
-            )));
-        }
+        self.check_read_all(w, &inputs, &out).await?;
         let (curated, rollups, dlq) = self.write_outputs(w, &run_id, &out).await?;
         failpoint::hit("aggregate.after_outputs");
 
@@ -220,17 +363,244 @@ impl Aggregator {
             .commit(&aggregate_key(w), prev.as_ref().map(|p| p.version), &record)
             .await?;
         failpoint::hit("aggregate.after_commit");
-        if let Some(p) = prev {
-            let keep: std::collections::HashSet<&str> =
-                record.outputs().map(|f| f.path.as_str()).collect();
-            for f in p.value.outputs() {
-                if !keep.contains(f.path.as_str()) {
-                    delete_if_exists(self.lake.store.as_ref(), &Path::from(f.path.as_str()))
-                        .await?;
-                }
-            }
+        let keep: std::collections::HashSet<&str> =
+            record.outputs().map(|f| f.path.as_str()).collect();
+        let mut replaced: Vec<&FileRef> = Vec::new();
+        if let Some(p) = &prev {
+            replaced.extend(p.value.outputs());
+        }
+        replaced.extend(chain.iter().flat_map(Increment::outputs));
+        for f in replaced
+            .into_iter()
+            .filter(|f| !keep.contains(f.path.as_str()))
+        {
+            delete_if_exists(self.lake.store.as_ref(), &Path::from(f.path.as_str())).await?;
         }
         Ok(Outcome::Done(record))
+    }
+
+    /// The landing objects of a window that carry a pending marker: landed
+    /// since a run last covered the window (what an increment reads). A
+    /// marker is placed only once its object is durable.
+    pub async fn pending_inputs(&self, w: Window) -> Result<Vec<InputFile>> {
+        let mut out = Vec::new();
+        for key in self
+            .ledger
+            .list(&format!("pending/{}", w.partition()))
+            .await?
+        {
+            let keys = parse_partition(&Path::from(key.as_str()));
+            let Some(tenant) = keys.tenant else {
+                continue;
+            };
+            let tid = TenantId::new(&tenant)?;
+            let path = landing_file(&tid, w, &keys.file);
+            let meta = match self.lake.store.head(&path).await {
+                Ok(m) => m,
+                Err(object_store::Error::NotFound { .. }) => {
+                    return Err(Error::Internal(format!(
+                        "pending marker {key} names {path}, which is not in the lake"
+                    )));
+                }
+                Err(e) => return Err(logferry_core::Error::storage(&path, e).into()),
+            };
+            out.push(InputFile {
+                path: path.to_string(),
+                size: meta.size,
+                tenant,
+            });
+        }
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
+
+    /// The head of a window's increment chain, if it ever had one.
+    pub async fn head(&self, w: Window) -> Result<Option<Versioned<ChainHead>>> {
+        Ok(self.ledger.latest(&head_key(w)).await?)
+    }
+
+    /// The increments a head names, first to last.
+    pub async fn chain(&self, w: Window, head: &ChainHead) -> Result<Vec<Increment>> {
+        read_chain(&self.ledger, w, head).await
+    }
+
+    /// The chain of a window on top of its full run `base`, if its head is
+    /// current (a head over another base was replaced by that full run).
+    pub async fn current_chain(
+        &self,
+        w: Window,
+        base: Option<&AggregateRecord>,
+    ) -> Result<(Option<Versioned<ChainHead>>, Vec<Increment>)> {
+        let head = self.head(w).await?;
+        let chain = match &head {
+            Some(h) if h.value.base_run_id.as_deref() == base.map(|b| b.run_id.as_str()) => {
+                self.chain(w, &h.value).await?
+            }
+            _ => Vec::new(),
+        };
+        Ok((head, chain))
+    }
+
+    /// Runs the program over `inputs` (landing objects of `w` no run of
+    /// the window has read), keeping only records whose key `seen` (every
+    /// key the window holds) does not have, and appends the result to the
+    /// window's chain on top of `base`. Rollups are not computed: they are
+    /// the window's full run's, at its seal.
+    pub async fn increment(
+        &self,
+        w: Window,
+        base: Option<&AggregateRecord>,
+        head: Option<&Versioned<ChainHead>>,
+        inputs: Vec<InputFile>,
+        seen: &KeySet,
+    ) -> Result<IncrementDone> {
+        let start = Instant::now();
+        let base_run_id = base.map(|b| b.run_id.clone());
+        let current = head.filter(|h| h.value.base_run_id == base_run_id);
+        let (prev_id, seq, rows_before) = match current {
+            Some(h) => (
+                Some(h.value.last_id.clone()),
+                h.value.seq,
+                h.value.curated_rows,
+            ),
+            None => (
+                None,
+                0,
+                base.map_or(0, |b| b.curated.iter().map(|f| f.rows).sum()),
+            ),
+        };
+        let mut h = IdHasher::new();
+        h.part(b"increment")
+            .part(self.program.hash.as_bytes())
+            .part(base_run_id.as_deref().unwrap_or_default().as_bytes())
+            .part(prev_id.as_deref().unwrap_or_default().as_bytes());
+        for i in &inputs {
+            h.part(i.path.as_bytes()).part(&i.size.to_le_bytes());
+        }
+        let id = h.hex();
+
+        let ctx = new_session();
+        register_store(&ctx, "lake", self.lake.store.clone())?;
+        let files: Vec<String> = inputs.iter().map(|i| i.path.clone()).collect();
+        ctx.register_table(
+            "window_input",
+            parquet_table("lake", log_record_schema(), None, &files)?,
+        )?;
+        let out = engine::run_with(&ctx, &self.program, Some(seen), false).await?;
+        self.check_read_all(w, &inputs, &out).await?;
+        let (curated, _, dlq) = self.write_outputs(w, &id, &out).await?;
+        failpoint::hit("increment.after_outputs");
+        let mut keys = batch_keys(&out.curated)?;
+        keys.extend(batch_keys(&out.rejected)?);
+        let event_times = event_times_by_tenant(&out.curated)?;
+        let rows: u64 = curated.iter().map(|f| f.rows).sum();
+        let inc = Increment {
+            seq: seq + 1,
+            id: id.clone(),
+            base_run_id: base_run_id.clone(),
+            prev_id,
+            inputs,
+            curated,
+            dlq,
+            counts: out.counts,
+            event_time: out.event_time,
+            finished_at: Utc::now(),
+            duration_ms: start.elapsed().as_millis() as u64,
+            rows_after: rows_before + rows,
+        };
+        let doc = Increment::doc_path(w, inc.seq, &id);
+        // Written once: a rerun of the same increment (same inputs, same
+        // chain) finds its own document; the stored one stands.
+        let inc = if self.ledger.put_once(&doc, &inc).await? {
+            inc
+        } else {
+            self.ledger.get(&doc).await?
+        };
+        let head_doc = ChainHead {
+            base_run_id,
+            seq: inc.seq,
+            last_id: id,
+            curated_rows: inc.rows_after,
+        };
+        self.ledger
+            .commit(&head_key(w), head.map(|h| h.version), &head_doc)
+            .await?;
+        self.ledger.mark(&open_marker(w)).await?;
+        failpoint::hit("increment.after_commit");
+        Ok(IncrementDone {
+            increment: inc,
+            head: head_doc,
+            keys,
+            event_times,
+        })
+    }
+
+    /// The keys a window holds on top of its full run `base` and under
+    /// `chain`: of every record kept or refused so far.
+    pub async fn keys(
+        &self,
+        base: Option<&AggregateRecord>,
+        chain: &[Increment],
+    ) -> Result<KeySet> {
+        let mut paths: Vec<String> = Vec::new();
+        if let Some(b) = base {
+            paths.extend(b.curated.iter().chain(&b.dlq).map(|f| f.path.clone()));
+        }
+        for inc in chain {
+            paths.extend(inc.outputs().map(|f| f.path.clone()));
+        }
+        let mut set = KeySet::default();
+        set.extend(crate::keys::read_keys(&self.lake.store, &paths).await?);
+        Ok(set)
+    }
+
+    /// Removes a replaced chain's objects and documents from the lake.
+    pub async fn remove_chain(
+        &self,
+        w: Window,
+        chain: &[Increment],
+        keep: &[&FileRef],
+    ) -> Result<()> {
+        let keep: std::collections::HashSet<&str> = keep.iter().map(|f| f.path.as_str()).collect();
+        for inc in chain {
+            for f in inc.outputs().filter(|f| !keep.contains(f.path.as_str())) {
+                delete_if_exists(self.lake.store.as_ref(), &Path::from(f.path.as_str())).await?;
+            }
+        }
+        for doc in self.ledger.list(&increments_dir(w)).await? {
+            self.ledger.remove(&doc).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes the pending markers of an increment's inputs (once it is in
+    /// the warehouse).
+    pub async fn clear_increment(&self, w: Window, inc: &Increment) -> Result<()> {
+        self.clear_pending(w, &inc.inputs).await
+    }
+
+    /// The engine must have read every row the landing objects hold: a
+    /// store or reader fault that made a file look empty would otherwise
+    /// commit a window with records silently missing.
+    async fn check_read_all(
+        &self,
+        w: Window,
+        inputs: &[InputFile],
+        out: &EngineOutput,
+    ) -> Result<()> {
+        let mut landed = 0u64;
+        for i in inputs {
+            landed +=
+                parquet_footer_rows(&self.lake.store, &Path::from(i.path.as_str()), i.size).await?;
+        }
+        let read: u64 = out.counts.values().map(|c| c.input).sum();
+        if read != landed {
+            return Err(Error::Internal(format!(
+                "window {w}: the SQL program read {read} rows, the window's {} landing objects hold {landed}",
+                inputs.len()
+            )));
+        }
+        Ok(())
     }
 
     async fn put(
@@ -291,6 +661,100 @@ impl Aggregator {
     }
 }
 
+/// The increments a head names, first to last, from the ledger.
+pub async fn read_chain(ledger: &Ledger, w: Window, head: &ChainHead) -> Result<Vec<Increment>> {
+    let mut docs: std::collections::HashMap<String, String> = Default::default();
+    for k in ledger.list(&increments_dir(w)).await? {
+        let id = k
+            .rsplit('/')
+            .next()
+            .and_then(|f| f.strip_suffix(".json"))
+            .and_then(|f| f.split_once('-'))
+            .map(|(_, id)| id.to_string());
+        if let Some(id) = id {
+            docs.insert(id, k);
+        }
+    }
+    let mut out = Vec::new();
+    let mut next = Some(head.last_id.clone()).filter(|_| head.seq > 0);
+    while let Some(id) = next {
+        let doc = docs.get(&id).ok_or_else(|| {
+            Error::Internal(format!("increment {id} of window {w} is not in the ledger"))
+        })?;
+        let inc: Increment = ledger.get(doc).await?;
+        if inc.base_run_id != head.base_run_id || out.len() as u64 >= head.seq {
+            return Err(Error::Internal(format!(
+                "increment {id} of window {w} does not belong to its chain"
+            )));
+        }
+        next = inc.prev_id.clone();
+        out.push(inc);
+    }
+    out.reverse();
+    if out.len() as u64 != head.seq {
+        return Err(Error::Internal(format!(
+            "window {w}: the chain head names {} increments, {} were found",
+            head.seq,
+            out.len()
+        )));
+    }
+    Ok(out)
+}
+
+/// The rows of a rollup batch whose tenant is not one of `tenants`.
+fn keep_other_tenants(
+    b: &RecordBatch,
+    tenants: &std::collections::BTreeSet<String>,
+    rollup: &str,
+) -> Result<RecordBatch> {
+    let idx = b.schema().index_of("tenant_id").map_err(|_| Error::Sql {
+        file: format!("rollups/{rollup}.sql"),
+        message: "the rollup has no tenant_id column: backfill its windows for every tenant".into(),
+    })?;
+    let col = b.column(idx).as_string::<i32>().clone();
+    let keep: arrow::array::BooleanArray = (0..b.num_rows())
+        .map(|i| Some(col.is_null(i) || !tenants.contains(col.value(i))))
+        .collect();
+    Ok(arrow::compute::filter_record_batch(b, &keep)?)
+}
+
+/// What one increment did.
+#[derive(Debug, Clone)]
+pub struct IncrementDone {
+    /// The increment, as the ledger holds it.
+    pub increment: Increment,
+    /// The chain head it committed.
+    pub head: ChainHead,
+    /// Keys of what it kept and refused.
+    pub keys: Vec<u128>,
+    /// Event times of its curated rows (microseconds), by tenant.
+    pub event_times: BTreeMap<String, Vec<i64>>,
+}
+
+/// Event times of curated batches, by tenant.
+fn event_times_by_tenant(batches: &[RecordBatch]) -> Result<BTreeMap<String, Vec<i64>>> {
+    let mut out: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for b in batches {
+        let s = b.schema();
+        let tenants = b
+            .column(s.index_of("tenant_id")?)
+            .as_string::<i32>()
+            .clone();
+        let ts = b
+            .column(s.index_of("timestamp")?)
+            .as_primitive::<TimestampMicrosecondType>()
+            .clone();
+        for i in 0..b.num_rows() {
+            if !ts.is_null(i) {
+                out.entry(tenants.value(i).to_string())
+                    .or_default()
+                    .push(ts.value(i));
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Dead-letter entries for rows that broke a rule: the raw payload is the row
 /// as a JSON object.
 fn rejected_to_dlq(w: Window, run_id: &str, batches: &[RecordBatch]) -> Result<RecordBatch> {
@@ -347,6 +811,7 @@ fn rejected_to_dlq(w: Window, run_id: &str, batches: &[RecordBatch]) -> Result<R
                 position: &position,
                 raw,
                 raw_bytes: raw.len() as u64,
+                payload: Some("row"),
             });
         }
     }

@@ -54,12 +54,53 @@ pub struct Config {
     pub aggregate: AggregateConfig,
     /// The warehouse the export stage loads.
     pub warehouse: WarehouseConfig,
+    /// Retries of failed windows.
+    pub run: RunConfig,
+    /// The daemon.
+    pub daemon: DaemonConfig,
+    /// What the daemon runs, and when.
+    #[serde(default, rename = "schedule")]
+    pub schedules: Vec<crate::schedule::ScheduleConfig>,
     /// Tenants and the sources that belong to them.
     #[serde(default, rename = "tenant")]
     pub tenants: Vec<TenantConfig>,
     /// Values of [`EXTERNAL_ENV`] variables seen at load time.
     #[serde(skip)]
     pub external_env: std::collections::BTreeMap<String, String>,
+}
+
+/// `[run]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// Failed attempts before a window is `failed`.
+    pub max_attempts: u32,
+    /// Wait before the second attempt.
+    pub retry_backoff: String,
+    /// Longest wait between attempts.
+    pub retry_backoff_max: String,
+}
+
+/// `[daemon]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonConfig {
+    /// Address of the health and metrics endpoints.
+    pub listen: String,
+    /// Follow the tenants' Kinesis streams.
+    pub kinesis: bool,
+    /// Inbox URL; empty means `<data-dir>/inbox`.
+    pub inbox: String,
+    /// Inbox listing interval.
+    pub inbox_interval: String,
+    /// Time given to work in progress on SIGTERM.
+    pub shutdown_deadline: String,
+    /// First restart delay of a failed stream reader.
+    pub restart_backoff: String,
+    /// Longest restart delay.
+    pub restart_backoff_max: String,
+    /// Memory for open windows' keys.
+    pub key_cache_bytes: usize,
 }
 
 /// `[ledger]`.
@@ -160,6 +201,18 @@ pub struct BigQueryConfig {
     pub request_timeout: String,
     /// Longest time one API call spends retrying.
     pub retry_budget: String,
+    /// Load jobs per table per day.
+    pub load_jobs_per_table_per_day: u64,
+    /// Load jobs per project per day.
+    pub load_jobs_per_project_per_day: u64,
+    /// Table updates per 10 seconds.
+    pub table_updates_per_10s: u32,
+    /// Load jobs other writers run per table per day.
+    pub other_jobs_per_table_per_day: u64,
+    /// Share of the quota kept free.
+    pub quota_headroom: f64,
+    /// Rows `logferry sql` reads from a table.
+    pub sql_max_rows: u64,
 }
 
 /// `[storage]`.
@@ -232,8 +285,10 @@ pub struct WarehouseConfig {
     pub path: String,
     /// `hour` or `day`.
     pub partitioning: String,
-    /// Lateness allowance of a day partition.
+    /// Lateness allowance of a window and of a day partition.
     pub seal_after: String,
+    /// How long a local warehouse keeps replaced objects readable.
+    pub snapshot_retention: String,
 }
 
 /// One `[[tenant]]`.
@@ -428,7 +483,7 @@ impl Config {
                         "bigquery.dataset {dataset:?} must be letters, digits and _ (at most 1024)"
                     )));
                 }
-                WarehouseSettings::BigQuery(BigQuerySettings {
+                WarehouseSettings::BigQuery(Box::new(BigQuerySettings {
                     project,
                     dataset,
                     location: b.location.trim().to_string(),
@@ -446,7 +501,23 @@ impl Config {
                         &b.request_timeout,
                     )?,
                     retry_budget: parse_duration("bigquery.retry_budget", &b.retry_budget)?,
-                })
+                    quotas: {
+                        if !(0.0..0.9).contains(&b.quota_headroom) {
+                            return Err(Error::Config(format!(
+                                "bigquery.quota_headroom must be in 0.0..0.9, got {}",
+                                b.quota_headroom
+                            )));
+                        }
+                        LoadQuotas {
+                            jobs_per_table_per_day: b.load_jobs_per_table_per_day.max(1),
+                            jobs_per_project_per_day: b.load_jobs_per_project_per_day.max(1),
+                            table_updates_per_10s: b.table_updates_per_10s.max(1),
+                            other_jobs_per_table_per_day: b.other_jobs_per_table_per_day,
+                            headroom: b.quota_headroom,
+                        }
+                    },
+                    sql_max_rows: b.sql_max_rows.max(1),
+                }))
             }
             other => {
                 return Err(Error::Config(format!(
@@ -509,8 +580,40 @@ impl Config {
         } else {
             Some(PathBuf::from(self.aggregate.sql_dir.trim()))
         };
+        let r = &self.run;
+        let run = RunSettings {
+            max_attempts: r.max_attempts.max(1),
+            retry_backoff: parse_duration("run.retry_backoff", &r.retry_backoff)?,
+            retry_backoff_max: parse_duration("run.retry_backoff_max", &r.retry_backoff_max)?,
+        };
+        let d = &self.daemon;
+        let daemon = DaemonSettings {
+            listen: d.listen.trim().parse().map_err(|e| {
+                Error::Config(format!(
+                    "daemon.listen {:?} is not an address (host:port): {e}",
+                    d.listen
+                ))
+            })?,
+            kinesis: d.kinesis,
+            inbox_url: location(&d.inbox, "inbox"),
+            inbox_interval: parse_duration("daemon.inbox_interval", &d.inbox_interval)?,
+            shutdown_deadline: parse_duration("daemon.shutdown_deadline", &d.shutdown_deadline)?,
+            restart_backoff: parse_duration("daemon.restart_backoff", &d.restart_backoff)?,
+            restart_backoff_max: parse_duration(
+                "daemon.restart_backoff_max",
+                &d.restart_backoff_max,
+            )?,
+            key_cache_bytes: d.key_cache_bytes,
+        };
         Ok(Settings {
             data_dir: data_dir.to_path_buf(),
+            run,
+            daemon,
+            schedules: crate::schedule::parse_all(&self.schedules)?,
+            snapshot_retention: parse_duration(
+                "warehouse.snapshot_retention",
+                &self.warehouse.snapshot_retention,
+            )?,
             lake_url: location(&self.storage.lake, "lake"),
             export_url,
             forward,
@@ -533,6 +636,14 @@ impl Config {
 pub struct Settings {
     /// Root of the embedded default.
     pub data_dir: PathBuf,
+    /// Retries of failed windows.
+    pub run: RunSettings,
+    /// The daemon.
+    pub daemon: DaemonSettings,
+    /// The schedules.
+    pub schedules: Vec<crate::schedule::Schedule>,
+    /// How long a local warehouse keeps replaced objects readable.
+    pub snapshot_retention: Duration,
     /// Lake URL.
     pub lake_url: String,
     /// Export store URL.
@@ -559,6 +670,76 @@ pub struct Settings {
     pub gcs: GcsSettings,
     /// Tenants and their sources.
     pub tenants: TenantRegistry,
+}
+
+/// Validated `[run]`.
+#[derive(Debug, Clone, Copy)]
+pub struct RunSettings {
+    /// Failed attempts before a window is `failed`.
+    pub max_attempts: u32,
+    /// Wait before the second attempt.
+    pub retry_backoff: Duration,
+    /// Longest wait between attempts.
+    pub retry_backoff_max: Duration,
+}
+
+impl RunSettings {
+    /// Wait after the `failures`-th failed attempt (from 1).
+    pub fn backoff(&self, failures: u32) -> Duration {
+        let doubled = self
+            .retry_backoff
+            .saturating_mul(1u32 << failures.saturating_sub(1).min(20));
+        doubled.min(self.retry_backoff_max)
+    }
+}
+
+/// Validated `[daemon]`.
+#[derive(Debug, Clone)]
+pub struct DaemonSettings {
+    /// Address of the health and metrics endpoints.
+    pub listen: std::net::SocketAddr,
+    /// Follow the tenants' Kinesis streams.
+    pub kinesis: bool,
+    /// Inbox URL.
+    pub inbox_url: String,
+    /// Inbox listing interval.
+    pub inbox_interval: Duration,
+    /// Time given to work in progress on SIGTERM.
+    pub shutdown_deadline: Duration,
+    /// First restart delay of a failed stream reader.
+    pub restart_backoff: Duration,
+    /// Longest restart delay.
+    pub restart_backoff_max: Duration,
+    /// Memory for open windows' keys.
+    pub key_cache_bytes: usize,
+}
+
+/// BigQuery's load job quotas, as configured.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LoadQuotas {
+    /// Load jobs per table per day (failures included).
+    pub jobs_per_table_per_day: u64,
+    /// Load jobs per project per day.
+    pub jobs_per_project_per_day: u64,
+    /// Table updates per 10 seconds.
+    pub table_updates_per_10s: u32,
+    /// Jobs other writers run per table per day.
+    pub other_jobs_per_table_per_day: u64,
+    /// Share kept free for retries and failed jobs.
+    pub headroom: f64,
+}
+
+impl LoadQuotas {
+    /// Jobs logferry may run on one table per day.
+    pub fn table_budget(&self) -> u64 {
+        let usable = (self.jobs_per_table_per_day as f64 * (1.0 - self.headroom)).floor() as u64;
+        usable.saturating_sub(self.other_jobs_per_table_per_day)
+    }
+
+    /// Jobs logferry may run in the project per day.
+    pub fn project_budget(&self) -> u64 {
+        (self.jobs_per_project_per_day as f64 * (1.0 - self.headroom)).floor() as u64
+    }
 }
 
 /// BigQuery allows this many partitions per table.
@@ -676,6 +857,10 @@ pub struct BigQuerySettings {
     pub request_timeout: Duration,
     /// Longest time one API call spends retrying.
     pub retry_budget: Duration,
+    /// Load job quotas.
+    pub quotas: LoadQuotas,
+    /// Rows `logferry sql` reads from a table.
+    pub sql_max_rows: u64,
 }
 
 impl BigQuerySettings {
@@ -758,7 +943,7 @@ pub enum WarehouseSettings {
         url: String,
     },
     /// BigQuery.
-    BigQuery(BigQuerySettings),
+    BigQuery(Box<BigQuerySettings>),
 }
 
 /// A configured tenant.

@@ -42,6 +42,8 @@ pub struct DlqRow<'r> {
     pub raw: &'r [u8],
     /// Full payload length.
     pub raw_bytes: u64,
+    /// What `raw` holds (`schemas/dead_letter.json`), for replay.
+    pub payload: Option<&'r str>,
 }
 
 /// Columns of `dead_letter` under construction.
@@ -59,6 +61,7 @@ pub struct DlqBuilder {
     raw: BinaryBuilder,
     raw_bytes: Int64Builder,
     raw_truncated: BooleanBuilder,
+    payload: StringBuilder,
     rows: usize,
     bytes: usize,
 }
@@ -94,6 +97,7 @@ impl DlqBuilder {
             raw: BinaryBuilder::new(),
             raw_bytes: Int64Builder::new(),
             raw_truncated: BooleanBuilder::new(),
+            payload: StringBuilder::new(),
             rows: 0,
             bytes: 0,
         }
@@ -115,6 +119,7 @@ impl DlqBuilder {
         self.raw_bytes.append_value(r.raw_bytes as i64);
         self.raw_truncated
             .append_value((r.raw.len() as u64) < r.raw_bytes);
+        self.payload.append_option(r.payload);
         self.rows += 1;
         self.bytes += 64 + r.detail.len() + r.raw.len() + r.input.len();
     }
@@ -145,6 +150,7 @@ impl DlqBuilder {
             Arc::new(self.raw.finish()),
             Arc::new(self.raw_bytes.finish()),
             Arc::new(self.raw_truncated.finish()),
+            Arc::new(self.payload.finish()),
         ];
         self.rows = 0;
         self.bytes = 0;

@@ -58,6 +58,34 @@ pub const POINTS: &[(&str, &str)] = &[
         "the export record is committed; superseded export objects are not removed",
     ),
     (
+        "increment.after_outputs",
+        "an increment's curated and DLQ objects are durable; its ledger document is not",
+    ),
+    (
+        "increment.after_commit",
+        "an increment is in its window's chain; it is not appended to the warehouse",
+    ),
+    (
+        "increment.after_append",
+        "an increment is appended to the warehouse; the ledger does not say so",
+    ),
+    (
+        "increment.after_recorded",
+        "an increment's append is recorded; its pending markers are not removed",
+    ),
+    (
+        "chain.before_cleanup",
+        "a window's full run replaced its increments in the warehouse; their objects and documents are not removed",
+    ),
+    (
+        "backfill.after_load",
+        "a backfill's partition is loaded; its done marker is not",
+    ),
+    (
+        "dlq.before_superseded",
+        "a replayed dead-letter object's landing and replacement objects are durable; the record that it is replaced is not",
+    ),
+    (
         "run.before_clear_pending",
         "the window is loaded; its pending markers are not removed",
     ),

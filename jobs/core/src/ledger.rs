@@ -101,7 +101,62 @@ pub struct Lease {
     ttl: std::time::Duration,
 }
 
+/// The leases this process holds, so that a process stopping before its
+/// work is done can hand them all back ([`release_held`]).
+static HELD: std::sync::Mutex<BTreeMap<String, (Ledger, u64, String)>> =
+    std::sync::Mutex::new(BTreeMap::new());
+
+fn held() -> std::sync::MutexGuard<'static, BTreeMap<String, (Ledger, u64, String)>> {
+    HELD.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Gives back every lease this process still holds (work abandoned at a
+/// shutdown deadline): others may take the work at once instead of waiting
+/// for the leases to lapse. Returns how many were given back.
+pub async fn release_held() -> usize {
+    let all: Vec<(String, (Ledger, u64, String))> =
+        std::mem::take(&mut *held()).into_iter().collect();
+    let mut n = 0;
+    for (slot, (ledger, version, holder)) in all {
+        let key = slot.split_once('/').map_or(slot.as_str(), |(_, k)| k);
+        let doc = LeaseDoc {
+            holder,
+            expires_at: chrono::Utc::now(),
+            released: true,
+        };
+        match ledger.commit(key, Some(version), &doc).await {
+            Ok(_) => n += 1,
+            Err(e) => {
+                tracing::warn!(lease = %key, error = %e, "Could not hand a lease back; it lapses by itself.")
+            }
+        }
+    }
+    n
+}
+
 impl Lease {
+    /// The registry entry's name: the store and the key (tests run several
+    /// lakes in one process).
+    fn slot(&self) -> String {
+        format!(
+            "{:x}/{}",
+            Arc::as_ptr(&self.ledger.store) as *const () as usize,
+            self.key
+        )
+    }
+
+    fn register(&self) {
+        held().insert(
+            self.slot(),
+            (self.ledger.clone(), self.version, self.holder.clone()),
+        );
+    }
+
+    /// The lease's key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
     /// Extends the lease by its TTL; fails if another holder took it.
     pub async fn renew(&mut self) -> Result<()> {
         let doc = LeaseDoc {
@@ -114,11 +169,13 @@ impl Lease {
             .ledger
             .commit(&self.key, Some(self.version), &doc)
             .await?;
+        self.register();
         Ok(())
     }
 
     /// Gives the lease back.
     pub async fn release(self) -> Result<()> {
+        held().remove(&self.slot());
         let doc = LeaseDoc {
             holder: self.holder.clone(),
             expires_at: chrono::Utc::now(),
@@ -276,13 +333,17 @@ impl Ledger {
             released: false,
         };
         match self.commit(key, current.map(|c| c.version), &doc).await {
-            Ok(version) => Ok(Some(Lease {
-                ledger: self.clone(),
-                key: key.to_string(),
-                version,
-                holder: holder.id.clone(),
-                ttl,
-            })),
+            Ok(version) => {
+                let lease = Lease {
+                    ledger: self.clone(),
+                    key: key.to_string(),
+                    version,
+                    holder: holder.id.clone(),
+                    ttl,
+                };
+                lease.register();
+                Ok(Some(lease))
+            }
             Err(Error::Conflict { .. }) => Ok(None),
             Err(e) => Err(e),
         }

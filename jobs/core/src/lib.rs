@@ -13,6 +13,7 @@ pub mod partition;
 pub mod records;
 pub mod retry;
 pub mod rooted;
+pub mod schedule;
 pub mod schema;
 pub mod storage;
 

@@ -7,7 +7,7 @@
 //! while it ran), and is waited on instead of started again. A submit that
 //! still answers 409 "duplicate" (two runners racing) is treated the same way.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,7 @@ use gcp_bigquery_client::error::BQError;
 use gcp_bigquery_client::model::clustering::Clustering;
 use gcp_bigquery_client::model::dataset::Dataset;
 use gcp_bigquery_client::model::field_type::FieldType;
+use gcp_bigquery_client::model::get_query_results_parameters::GetQueryResultsParameters;
 use gcp_bigquery_client::model::job::Job;
 use gcp_bigquery_client::model::job_configuration::JobConfiguration;
 use gcp_bigquery_client::model::job_configuration_load::JobConfigurationLoad;
@@ -32,8 +33,9 @@ use gcp_bigquery_client::model::table_schema::TableSchema;
 use gcp_bigquery_client::model::time_partitioning::TimePartitioning;
 use tokio::sync::Mutex;
 
-use logferry_core::config::{BigQuerySettings, Partitioning};
+use logferry_core::config::{BigQuerySettings, LoadQuotas, Partitioning};
 use logferry_core::failpoint;
+use logferry_core::ledger::Ledger;
 use logferry_core::partition::Window;
 use logferry_core::schema::{
     BqField, LOG_RECORD_JSON, LOG_RECORDS_TABLE, arrow_to_bq, parse_bq_schema,
@@ -63,7 +65,23 @@ pub fn bq_status(e: &BQError) -> Option<i64> {
     }
 }
 
+/// True when BigQuery refused the call for its rate limits (`403
+/// rateLimitExceeded`: too many updates of one table), which waiting cures.
+fn rate_limited(e: &BQError) -> bool {
+    match e {
+        BQError::ResponseError { error } => error
+            .error
+            .errors
+            .iter()
+            .any(|m| m.get("reason").is_some_and(|r| r == "rateLimitExceeded")),
+        _ => false,
+    }
+}
+
 fn retryable(e: &BQError) -> bool {
+    if rate_limited(e) {
+        return true;
+    }
     match bq_status(e) {
         Some(s) => s == 429 || s >= 500,
         None => matches!(
@@ -135,6 +153,40 @@ pub fn load_request(
     }
 }
 
+fn query_errors(
+    errs: Option<&Vec<gcp_bigquery_client::model::error_proto::ErrorProto>>,
+) -> Result<()> {
+    match errs.filter(|e| !e.is_empty()) {
+        Some(errs) => Err(bq_err(
+            "query",
+            errs.iter()
+                .map(|e| e.message.clone().unwrap_or_default())
+                .collect::<Vec<_>>()
+                .join("; "),
+        )),
+        None => Ok(()),
+    }
+}
+
+fn cells(
+    rows: Option<Vec<gcp_bigquery_client::model::table_row::TableRow>>,
+) -> Vec<Vec<Option<String>>> {
+    rows.unwrap_or_default()
+        .into_iter()
+        .map(|r| {
+            r.columns
+                .unwrap_or_default()
+                .into_iter()
+                .map(|c| match c.value {
+                    None | Some(serde_json::Value::Null) => None,
+                    Some(serde_json::Value::String(s)) => Some(s),
+                    Some(v) => Some(v.to_string()),
+                })
+                .collect()
+        })
+        .collect()
+}
+
 /// BigQuery load jobs from the export bucket.
 pub struct BigQueryWarehouse {
     client: Client,
@@ -142,6 +194,88 @@ pub struct BigQueryWarehouse {
     partitioning: Partitioning,
     export: Arc<dyn ExportStore>,
     ensured: Mutex<HashSet<String>>,
+    quota: QuotaLedger,
+    updates: Mutex<HashMap<String, VecDeque<Instant>>>,
+}
+
+/// Load jobs run per table per day, counted in the lake's ledger
+/// (`_state/quota/<day>/<table>`), shared by every logferry process
+/// writing the dataset. BigQuery's day is Pacific time: its quotas reset at
+/// midnight there.
+#[derive(Debug, Clone)]
+pub struct QuotaLedger {
+    ledger: Ledger,
+    quotas: LoadQuotas,
+}
+
+/// One table's count of a day.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct QuotaCount {
+    /// Jobs submitted (failed ones count too).
+    pub jobs: u64,
+}
+
+/// BigQuery's quota day: the date in Pacific time.
+pub fn quota_day(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.with_timezone(&chrono_tz::America::Los_Angeles)
+        .format("%Y-%m-%d")
+        .to_string()
+}
+
+impl QuotaLedger {
+    /// Counts in `ledger` against `quotas`.
+    pub fn new(ledger: Ledger, quotas: LoadQuotas) -> Self {
+        QuotaLedger { ledger, quotas }
+    }
+
+    fn key(table: &str) -> String {
+        format!("quota/{}/{table}", quota_day(chrono::Utc::now()))
+    }
+
+    /// Jobs run on `table` today.
+    pub async fn used(&self, table: &str) -> Result<u64> {
+        Ok(self
+            .ledger
+            .latest::<QuotaCount>(&Self::key(table))
+            .await?
+            .map_or(0, |c| c.value.jobs))
+    }
+
+    /// Jobs logferry may still run on `table` today.
+    pub async fn left(&self, table: &str) -> Result<u64> {
+        Ok(self
+            .quotas
+            .table_budget()
+            .saturating_sub(self.used(table).await?))
+    }
+
+    /// Counts one job on `table`, refused once today's budget is used.
+    pub async fn take(&self, table: &str) -> Result<()> {
+        let key = Self::key(table);
+        let budget = self.quotas.table_budget();
+        loop {
+            let cur = self.ledger.latest::<QuotaCount>(&key).await?;
+            let used = cur.as_ref().map_or(0, |c| c.value.jobs);
+            if used >= budget {
+                return Err(Error::QuotaExhausted {
+                    table: table.to_string(),
+                    used,
+                    budget,
+                });
+            }
+            let next = QuotaCount { jobs: used + 1 };
+            match self
+                .ledger
+                .commit(&key, cur.as_ref().map(|c| c.version), &next)
+                .await
+            {
+                Ok(_) => return Ok(()),
+                // Another writer counted a job meanwhile: count again.
+                Err(logferry_core::Error::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for BigQueryWarehouse {
@@ -190,11 +324,13 @@ fn timestamp_literal(t: chrono::DateTime<chrono::Utc>) -> String {
 }
 
 impl BigQueryWarehouse {
-    /// A client for the configured endpoint and credentials.
+    /// A client for the configured endpoint and credentials, counting its
+    /// load jobs in `ledger`.
     pub async fn open(
         settings: &BigQuerySettings,
         partitioning: Partitioning,
         export: Arc<dyn ExportStore>,
+        ledger: Ledger,
     ) -> Result<Self> {
         let mut b = ClientBuilder::new();
         b.with_v2_base_url(settings.endpoint.clone());
@@ -213,7 +349,40 @@ impl BigQueryWarehouse {
             partitioning,
             export,
             ensured: Mutex::new(HashSet::new()),
+            quota: QuotaLedger::new(ledger, settings.quotas),
+            updates: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The load job counts.
+    pub fn quota(&self) -> &QuotaLedger {
+        &self.quota
+    }
+
+    /// Waits until `table` may be updated again: BigQuery allows
+    /// `table_updates_per_10s` updates of one table per 10 seconds, and
+    /// loads beyond that are refused with `rateLimitExceeded`. Loads of one
+    /// table from this process queue here; those of other processes are
+    /// retried with jitter when refused.
+    async fn update_slot(&self, table: &str) {
+        let window = Duration::from_secs(10);
+        let limit = self.settings.quotas.table_updates_per_10s as usize;
+        loop {
+            let wait = {
+                let mut u = self.updates.lock().await;
+                let q = u.entry(table.to_string()).or_default();
+                let now = Instant::now();
+                while q.front().is_some_and(|t| now.duration_since(*t) >= window) {
+                    q.pop_front();
+                }
+                if q.len() < limit {
+                    q.push_back(now);
+                    return;
+                }
+                q.front().map(|t| window - now.duration_since(*t))
+            };
+            tokio::time::sleep(wait.unwrap_or(window)).await;
+        }
     }
 
     fn location(&self) -> Option<&str> {
@@ -402,6 +571,9 @@ impl BigQueryWarehouse {
         );
         let mut attempt = 0u32;
         let mut transient = 0u32;
+        // The job id counted against the quota (a resubmission of the same
+        // id after a lost answer is the same job).
+        let mut counted: Option<String> = None;
         while attempt < 100 {
             let id = if attempt == 0 {
                 base.clone()
@@ -436,7 +608,15 @@ impl BigQueryWarehouse {
                     }
                     let status = j.status.unwrap_or_default();
                     if status.state.as_deref() == Some("DONE") && status.error_result.is_some() {
-                        tracing::info!(job_id = %id, "Earlier attempt of the load failed: trying the next job id.");
+                        let limited = status
+                            .error_result
+                            .as_ref()
+                            .and_then(|e| e.reason.as_deref())
+                            == Some("rateLimitExceeded");
+                        tracing::info!(job_id = %id, limited, "Earlier attempt of the load failed: trying the next job id.");
+                        if limited {
+                            tokio::time::sleep(logferry_core::retry::backoff(attempt + 3)).await;
+                        }
                         attempt += 1;
                         continue;
                     }
@@ -448,6 +628,13 @@ impl BigQueryWarehouse {
                 Err(e) => return Err(bq_err("job get", e)),
             }
             let request = load_request(s, job, &id, uris.clone());
+            // Every submitted job counts against the table's daily quota,
+            // failed ones too.
+            if counted.as_deref() != Some(id.as_str()) {
+                self.quota.take(&job.table).await?;
+                counted = Some(id.clone());
+            }
+            self.update_slot(&job.table).await;
             // Not retried blindly: a submit whose answer was lost may have
             // created the job, and some servers run a resubmitted job again.
             // Look for it first (the top of the loop), then submit.
@@ -485,47 +672,79 @@ impl BigQueryWarehouse {
         })
     }
 
-    /// Runs a query and returns its rows as strings.
+    /// Runs a query and returns its rows as strings, every page of them.
     pub async fn query(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>> {
+        self.query_rows(sql, u64::MAX).await
+    }
+
+    /// Runs a query and reads its result page by page; a result of more
+    /// than `max_rows` rows is refused, with the limit in the message.
+    pub async fn query_rows(&self, sql: &str, max_rows: u64) -> Result<Vec<Vec<Option<String>>>> {
+        const PAGE: i32 = 10_000;
         let s = &self.settings;
         let mut req = QueryRequest::new(sql.to_string());
         req.location = self.location().map(str::to_string);
-        req.timeout_ms = Some(60_000);
+        req.timeout_ms = Some(10_000);
+        req.max_results = Some(PAGE);
         let resp = self
             .retry("query", || self.client.job().query(&s.project, req.clone()))
             .await
             .map_err(|e| bq_err("query", e))?;
-        if let Some(errs) = resp.errors.as_ref().filter(|e| !e.is_empty()) {
+        query_errors(resp.errors.as_ref())?;
+        let mut rows = cells(resp.rows);
+        let mut token = resp.page_token;
+        let mut complete = resp.job_complete != Some(false);
+        let job_id = resp.job_reference.and_then(|r| r.job_id);
+        let start = Instant::now();
+        while !complete || token.is_some() {
+            if rows.len() as u64 > max_rows {
+                break;
+            }
+            let Some(job_id) = job_id.as_deref() else {
+                return Err(bq_err(
+                    "query",
+                    "the result has more pages but no job to read them from",
+                ));
+            };
+            let params = GetQueryResultsParameters {
+                location: self.location().map(str::to_string),
+                max_results: Some(PAGE),
+                page_token: token.clone(),
+                timeout_ms: Some(10_000),
+                ..Default::default()
+            };
+            let r = self
+                .retry("query results", || {
+                    self.client
+                        .job()
+                        .get_query_results(&s.project, job_id, params.clone())
+                })
+                .await
+                .map_err(|e| bq_err("query results", e))?;
+            query_errors(r.errors.as_ref())?;
+            if r.job_complete == Some(false) {
+                if start.elapsed() > s.job_timeout {
+                    return Err(bq_err(
+                        "query",
+                        format!("not complete after {:?}", s.job_timeout),
+                    ));
+                }
+                continue;
+            }
+            complete = true;
+            rows.extend(cells(r.rows));
+            token = r.page_token;
+        }
+        if rows.len() as u64 > max_rows {
             return Err(bq_err(
                 "query",
-                errs.iter()
-                    .map(|e| e.message.clone().unwrap_or_default())
-                    .collect::<Vec<_>>()
-                    .join("; "),
+                format!(
+                    "the result holds more than {max_rows} rows (bigquery.sql_max_rows): \
+                     filter it in BigQuery, or raise the limit"
+                ),
             ));
         }
-        if resp.job_complete == Some(false) || resp.page_token.is_some() {
-            return Err(bq_err(
-                "query",
-                "the result did not come back in one page within 60 s",
-            ));
-        }
-        Ok(resp
-            .rows
-            .unwrap_or_default()
-            .into_iter()
-            .map(|r| {
-                r.columns
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|c| match c.value {
-                        None | Some(serde_json::Value::Null) => None,
-                        Some(serde_json::Value::String(s)) => Some(s),
-                        Some(v) => Some(v.to_string()),
-                    })
-                    .collect()
-            })
-            .collect())
+        Ok(rows)
     }
 
     /// Rows of `table` per (tenant_id, source): the table's reference and
@@ -590,13 +809,14 @@ impl BigQueryWarehouse {
 }
 
 impl BigQueryWarehouse {
-    /// Reads a whole table into one Arrow batch of `schema` (for
-    /// `logferry sql`; meant for small tables: the result must come back in
-    /// one page).
+    /// Reads a table into one Arrow batch of `schema` (for `logferry sql`),
+    /// page by page, at most `bigquery.sql_max_rows` rows; `filter` is a
+    /// WHERE clause BigQuery applies first.
     pub async fn read_table(
         &self,
         table: &str,
         schema: &SchemaRef,
+        filter: Option<&str>,
     ) -> Result<arrow::record_batch::RecordBatch> {
         use arrow::array::{
             ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder,
@@ -611,14 +831,13 @@ impl BigQueryWarehouse {
                 _ => format!("`{}`", f.name()),
             })
             .collect();
-        let rows = match self
-            .query(&format!(
-                "SELECT {} FROM {}",
-                cols.join(", "),
-                self.table_ref(table)
-            ))
-            .await
-        {
+        let sql = format!(
+            "SELECT {} FROM {}{}",
+            cols.join(", "),
+            self.table_ref(table),
+            filter.map(|f| format!(" WHERE {f}")).unwrap_or_default()
+        );
+        let rows = match self.query_rows(&sql, self.settings.sql_max_rows).await {
             Ok(r) => r,
             Err(Error::BigQuery { message, .. })
                 if message.contains("Not found") || message.contains("not found") =>
@@ -698,6 +917,10 @@ impl Warehouse for BigQueryWarehouse {
         self.partitioning
     }
 
+    async fn jobs_left(&self, table: &str) -> Result<Option<u64>> {
+        Ok(Some(self.quota.left(table).await?))
+    }
+
     async fn load(&self, job: &LoadJob) -> Result<LoadResult> {
         self.ensure_table(&job.table, &job.schema).await?;
         let column = job
@@ -747,7 +970,8 @@ impl Warehouse for BigQueryWarehouse {
                 _ => (job.partition.start, job.partition.end()),
             };
             let found = self.count_range(&job.table, &column, start, end).await?;
-            if found != job.rows {
+            let expected = job.expect_rows.unwrap_or(job.rows);
+            if found != expected {
                 return Err(Error::RowMismatch {
                     table: job.table.clone(),
                     partition: job
@@ -755,7 +979,7 @@ impl Warehouse for BigQueryWarehouse {
                         .map(|w| w.to_string())
                         .unwrap_or_else(|| job.partition.key()),
                     found,
-                    expected: job.rows,
+                    expected,
                 });
             }
         }
@@ -827,6 +1051,14 @@ mod tests {
             max_attempts: 3,
             request_timeout: Duration::from_secs(5),
             retry_budget: Duration::from_secs(30),
+            quotas: LoadQuotas {
+                jobs_per_table_per_day: 1500,
+                jobs_per_project_per_day: 100_000,
+                table_updates_per_10s: 5,
+                other_jobs_per_table_per_day: 0,
+                headroom: 0.1,
+            },
+            sql_max_rows: 1000,
         }
     }
 
@@ -843,6 +1075,7 @@ mod tests {
             rows: 1,
             bytes: 1,
             window: None,
+            expect_rows: None,
         };
         let v = serde_json::to_value(load_request(
             &settings(),

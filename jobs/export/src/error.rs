@@ -45,6 +45,20 @@ pub enum Error {
         /// The API's message.
         message: String,
     },
+    /// BigQuery's daily load job quota of a table is used up.
+    #[error(
+        "table {table}: {used} of today's {budget} load jobs are used (BigQuery's quota of the \
+         table, less bigquery.quota_headroom and other writers' jobs); the load waits for the \
+         quota to reset at midnight Pacific time"
+    )]
+    QuotaExhausted {
+        /// Table.
+        table: String,
+        /// Jobs run today.
+        used: u64,
+        /// Jobs logferry may run today.
+        budget: u64,
+    },
     /// The warehouse holds another number of rows than was loaded.
     #[error(
         "table {table} partition {partition} holds {found} rows for the window after the load, {expected} were exported"

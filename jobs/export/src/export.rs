@@ -12,7 +12,7 @@
 //! which was loaded, and per day which windows the seal loaded, so a rerun
 //! loads nothing twice and a changed window is loaded again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -29,13 +29,13 @@ use logferry_core::ids::IdHasher;
 use logferry_core::ledger::{Ledger, Versioned};
 use logferry_core::metrics::{LatencyRecorder, LatencyStats};
 use logferry_core::partition::{STATE, Window};
-use logferry_core::records::AggregateRecord;
+use logferry_core::records::{AggregateRecord, Appended, Increment, appended_key};
 use logferry_core::schema::{LOG_RECORDS_TABLE, log_record_schema};
 use logferry_core::storage::{Created, Location, get_bytes, parquet_schema};
 
 use crate::error::{Error, Result};
 use crate::store::ExportStore;
-use crate::warehouse::{LoadJob, PartitionId, Warehouse, WriteMode};
+use crate::warehouse::{LoadJob, LoadResult, PartitionId, Warehouse, WriteMode};
 
 /// Ledger key of a window's export record.
 pub fn export_key(w: Window) -> String {
@@ -210,6 +210,33 @@ pub struct Exporter {
     parallel_uploads: usize,
 }
 
+/// Where a run's object of `table` (one tenant's, or all tenants') goes in
+/// the export store. Plain date/hour folders, not `dt=`/`hour=`: a loader
+/// that detects Hive partitions (DuckDB does) would add them as columns
+/// the table does not have.
+pub fn export_path(table: &str, w: Window, run_id: &str, tenant: Option<&str>) -> String {
+    let name = match tenant {
+        Some(tn) => format!("{run_id}-{tn}.parquet"),
+        None => format!("{run_id}.parquet"),
+    };
+    format!("{table}/{}/{}/{name}", w.dt(), w.hour())
+}
+
+/// What appending an increment did.
+#[derive(Debug, Clone)]
+pub struct AppendOutcome {
+    /// The ledger's record of the chain's appends, after this one.
+    pub appended: Appended,
+    /// The load job.
+    pub job_id: String,
+    /// True when the job had already run (a retried append).
+    pub already_loaded: bool,
+    /// Bytes shipped to the export store.
+    pub bytes_sent: u64,
+    /// Upload and load time.
+    pub duration_ms: u64,
+}
+
 /// Deterministic load job id: table, partition or window, content hash.
 pub fn job_id(table: &str, scope: &str, content: &str) -> String {
     format!(
@@ -306,25 +333,19 @@ impl Exporter {
         Ok(get_bytes(self.lake.store.as_ref(), &Path::from(path)).await?)
     }
 
-    /// Ships one run's objects; returns (files per table, bytes sent,
-    /// objects found already there, upload latency).
+    /// Ships one run's objects (an aggregate run, or an increment);
+    /// returns (files per table, bytes sent, objects found already there,
+    /// upload latency).
     async fn upload(
         &self,
         w: Window,
-        agg: &AggregateRecord,
+        run_id: &str,
         sources: &[Source],
     ) -> Result<(Vec<Vec<ExportedFile>>, u64, u64, LatencyRecorder)> {
         let mut work = Vec::new();
         for (t, src) in sources.iter().enumerate() {
             for (lake_path, tenant, rows) in &src.files {
-                let name = match tenant {
-                    Some(tn) => format!("{}-{tn}.parquet", agg.run_id),
-                    None => format!("{}.parquet", agg.run_id),
-                };
-                // Plain date/hour folders, not `dt=`/`hour=`: a loader that
-                // detects Hive partitions (DuckDB does) would add them as
-                // columns the table does not have.
-                let dest = format!("{}/{}/{}/{name}", src.table, w.dt(), w.hour());
+                let dest = export_path(&src.table, w, run_id, tenant.as_deref());
                 work.push((t, lake_path.clone(), dest, *rows));
             }
         }
@@ -378,6 +399,19 @@ impl Exporter {
         agg: &AggregateRecord,
         seal_due: bool,
     ) -> Result<ExportOutcome> {
+        self.export_tables(w, agg, seal_due, None).await
+    }
+
+    /// Like [`Exporter::export`], for the tables in `only` (every table
+    /// when `None`): the others keep what the warehouse holds of them, and
+    /// the record keeps their earlier objects (a backfill of some tables).
+    pub async fn export_tables(
+        &self,
+        w: Window,
+        agg: &AggregateRecord,
+        seal_due: bool,
+        only: Option<&BTreeSet<String>>,
+    ) -> Result<ExportOutcome> {
         let start = Instant::now();
         let partitioning = self.warehouse.partitioning();
         let prev = self.committed(w).await?;
@@ -388,15 +422,25 @@ impl Exporter {
         {
             return Ok(ExportOutcome::UpToDate(p.value.clone()));
         }
-        let sources = self.sources(agg).await?;
+        let mut sources = self.sources(agg).await?;
+        if let Some(only) = only {
+            sources.retain(|s| only.contains(&s.table));
+        }
         let (files, bytes_sent, files_existing, upload_latency) =
-            self.upload(w, agg, &sources).await?;
+            self.upload(w, &agg.run_id, &sources).await?;
         failpoint::hit("export.after_upload");
         let partition = PartitionId::of(w, partitioning);
         let prev_loaded = prev.as_ref().and_then(|p| p.value.loaded_run.clone());
+        // Increments appended to the day already: the window's rows are in
+        // it, and only the day's seal may replace them.
+        let chain_appended = self
+            .ledger
+            .latest::<Appended>(&appended_key(w))
+            .await?
+            .is_some_and(|a| a.value.seq > 0);
         let (mode, state) = match partitioning {
             Partitioning::Hour => (Some(WriteMode::Replace), LoadState::Loaded),
-            Partitioning::Day if !seal_due && prev_loaded.is_none() => {
+            Partitioning::Day if !seal_due && prev_loaded.is_none() && !chain_appended => {
                 (Some(WriteMode::Append), LoadState::Appended)
             }
             Partitioning::Day => (None, LoadState::AwaitingSeal),
@@ -423,6 +467,7 @@ impl Exporter {
                     rows,
                     bytes: t.files.iter().map(|f| f.bytes).sum(),
                     window: Some(w),
+                    expect_rows: None,
                 };
                 let t0 = Instant::now();
                 let res = self.warehouse.load(&job).await?;
@@ -440,6 +485,16 @@ impl Exporter {
                 t.load_ms = t0.elapsed().as_millis() as u64;
             }
             tables.push(t);
+        }
+        // Tables left out keep their earlier export.
+        if let (Some(only), Some(p)) = (only, &prev) {
+            tables.extend(
+                p.value
+                    .tables
+                    .iter()
+                    .filter(|t| !only.contains(&t.table))
+                    .cloned(),
+            );
         }
         failpoint::hit("export.after_load");
         let (raw, packed) = tables
@@ -488,6 +543,149 @@ impl Exporter {
         Ok(ExportOutcome::Done(record))
     }
 
+    /// Appends an increment of an open window: its curated objects go to
+    /// the export store, one load job (its id derived from the
+    /// increment's, so a retried append is the same job) appends them to
+    /// the window's partition, and the ledger records the append. `prev`
+    /// is the chain's last recorded append; increments are appended in
+    /// order, each once.
+    pub async fn append(
+        &self,
+        w: Window,
+        inc: &Increment,
+        prev: Option<&Versioned<Appended>>,
+    ) -> Result<AppendOutcome> {
+        let start = Instant::now();
+        let source = Source {
+            table: LOG_RECORDS_TABLE.to_string(),
+            schema: log_record_schema(),
+            files: inc
+                .curated
+                .iter()
+                .map(|f| (f.path.clone(), f.tenant.clone(), f.rows))
+                .collect(),
+        };
+        let rows = inc.curated_rows();
+        let (files, bytes_sent, _, _) = self
+            .upload(w, &inc.id, std::slice::from_ref(&source))
+            .await?;
+        let files = files.into_iter().next().unwrap_or_default();
+        let job = LoadJob {
+            job_id: job_id(LOG_RECORDS_TABLE, &window_scope(w), &inc.id),
+            table: LOG_RECORDS_TABLE.to_string(),
+            partition: PartitionId::of(w, self.warehouse.partitioning()),
+            mode: WriteMode::Append,
+            files: files.iter().map(|f| f.path.clone()).collect(),
+            schema: source.schema.clone(),
+            rows,
+            bytes: files.iter().map(|f| f.bytes).sum(),
+            window: Some(w),
+            expect_rows: Some(inc.rows_after),
+        };
+        let res = if rows == 0 {
+            // Nothing new survived dedupe and the rules: no job to run.
+            LoadResult {
+                job_id: job.job_id.clone(),
+                rows: 0,
+                already_done: false,
+            }
+        } else {
+            self.warehouse.load(&job).await?
+        };
+        if res.rows != rows {
+            return Err(Error::RowMismatch {
+                table: job.table.clone(),
+                partition: w.to_string(),
+                found: res.rows,
+                expected: rows,
+            });
+        }
+        failpoint::hit("increment.after_append");
+        let appended = Appended {
+            base_run_id: inc.base_run_id.clone(),
+            seq: inc.seq,
+            last_id: inc.id.clone(),
+            rows: inc.rows_after,
+            finished_at: Utc::now(),
+        };
+        self.ledger
+            .commit(&appended_key(w), prev.map(|p| p.version), &appended)
+            .await?;
+        failpoint::hit("increment.after_recorded");
+        Ok(AppendOutcome {
+            appended,
+            job_id: res.job_id,
+            already_loaded: res.already_done,
+            bytes_sent,
+            duration_ms: start.elapsed().as_millis() as u64,
+        })
+    }
+
+    /// Loads a window's exported run again into its hourly partition,
+    /// under job ids salted with `salt` (a partition lost in the
+    /// warehouse): its objects are shipped again where the export store no
+    /// longer has them. Returns (table, job id, rows, already loaded).
+    pub async fn reload_window(
+        &self,
+        w: Window,
+        agg: &AggregateRecord,
+        salt: &str,
+        only: Option<&BTreeSet<String>>,
+    ) -> Result<Vec<(String, String, u64, bool)>> {
+        let mut sources = self.sources(agg).await?;
+        if let Some(only) = only {
+            sources.retain(|s| only.contains(&s.table));
+        }
+        let (files, ..) = self.upload(w, &agg.run_id, &sources).await?;
+        let mut out = Vec::new();
+        for (src, files) in sources.iter().zip(files) {
+            let rows: u64 = files.iter().map(|f| f.rows).sum();
+            let job = LoadJob {
+                job_id: job_id(
+                    &src.table,
+                    &window_scope(w),
+                    &format!("{}{salt}", agg.run_id),
+                ),
+                table: src.table.clone(),
+                partition: PartitionId::of(w, self.warehouse.partitioning()),
+                mode: WriteMode::Replace,
+                files: files.iter().map(|f| f.path.clone()).collect(),
+                schema: src.schema.clone(),
+                rows,
+                bytes: files.iter().map(|f| f.bytes).sum(),
+                window: Some(w),
+                expect_rows: None,
+            };
+            let res = self.warehouse.load(&job).await?;
+            if res.rows != rows {
+                return Err(Error::RowMismatch {
+                    table: src.table.clone(),
+                    partition: w.to_string(),
+                    found: res.rows,
+                    expected: rows,
+                });
+            }
+            out.push((src.table.clone(), res.job_id, res.rows, res.already_done));
+        }
+        Ok(out)
+    }
+
+    /// The chain's last recorded append, if any.
+    pub async fn appended(&self, w: Window) -> Result<Option<Versioned<Appended>>> {
+        Ok(self.ledger.latest(&appended_key(w)).await?)
+    }
+
+    /// Removes the export objects of increments a full run replaced.
+    pub async fn remove_chain(&self, w: Window, chain: &[Increment]) -> Result<()> {
+        for inc in chain {
+            for f in &inc.curated {
+                let path = export_path(LOG_RECORDS_TABLE, w, &inc.id, f.tenant.as_deref());
+                self.export.delete(&path).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Seals a day: replaces its partition in every table with the current
     /// exported objects of all its windows. Returns `None` when the last seal
     /// already loaded exactly these windows' runs.
@@ -495,6 +693,20 @@ impl Exporter {
         &self,
         day: PartitionId,
         windows: &BTreeMap<String, ExportRecord>,
+    ) -> Result<Option<SealRecord>> {
+        self.seal_with(day, windows, None, None).await
+    }
+
+    /// Like [`Exporter::seal`], for the tables in `only` (every table when
+    /// `None`); with `reload`, the day is loaded again under new job ids
+    /// (`reload` salts them) even if these runs were sealed already (a
+    /// partition lost in the warehouse).
+    pub async fn seal_with(
+        &self,
+        day: PartitionId,
+        windows: &BTreeMap<String, ExportRecord>,
+        only: Option<&BTreeSet<String>>,
+        reload: Option<&str>,
     ) -> Result<Option<SealRecord>> {
         let mine: Vec<&ExportRecord> = windows
             .values()
@@ -510,12 +722,22 @@ impl Exporter {
                 .part(r.aggregate_run_id.as_bytes());
             runs.insert(r.window.clone(), r.aggregate_run_id.clone());
         }
+        if let Some(only) = only {
+            h.part(b"tables");
+            for t in only {
+                h.part(t.as_bytes());
+            }
+        }
         let seal_id = h.hex();
         let key = seal_key(&day);
         let prev = self.ledger.latest::<SealRecord>(&key).await?;
-        if prev.as_ref().is_some_and(|p| p.value.seal_id == seal_id) {
+        if reload.is_none() && prev.as_ref().is_some_and(|p| p.value.seal_id == seal_id) {
             return Ok(None);
         }
+        let content = match reload {
+            Some(salt) => format!("{seal_id}{salt}"),
+            None => seal_id.clone(),
+        };
         let mut by_table: BTreeMap<String, Vec<ExportedFile>> = BTreeMap::new();
         for r in &mine {
             for t in &r.tables {
@@ -524,6 +746,9 @@ impl Exporter {
                     .or_default()
                     .extend(t.files.iter().cloned());
             }
+        }
+        if let Some(only) = only {
+            by_table.retain(|t, _| only.contains(t));
         }
         let mut tables = Vec::new();
         for (table, files) in by_table {
@@ -537,7 +762,7 @@ impl Exporter {
             };
             let rows = files.iter().map(|f| f.rows).sum();
             let job = LoadJob {
-                job_id: job_id(&table, &day.decorator(), &seal_id),
+                job_id: job_id(&table, &day.decorator(), &content),
                 table: table.clone(),
                 partition: day,
                 mode: WriteMode::Replace,
@@ -546,6 +771,7 @@ impl Exporter {
                 rows,
                 bytes: files.iter().map(|f| f.bytes).sum(),
                 window: None,
+                expect_rows: None,
             };
             let res = self.warehouse.load(&job).await?;
             tables.push(SealTable {

@@ -13,7 +13,8 @@ use std::sync::Arc;
 
 pub use error::{Error, Result};
 pub use export::{
-    ExportOutcome, ExportRecord, Exporter, LoadState, SealRecord, export_key, job_id, seal_key,
+    AppendOutcome, ExportOutcome, ExportRecord, Exporter, LoadState, SealRecord, export_key,
+    export_path, job_id, seal_key,
 };
 pub use store::{ExportStore, GcsExport, ObjectExport};
 pub use warehouse::{
@@ -34,18 +35,24 @@ pub enum WarehouseHandle {
 }
 
 impl WarehouseHandle {
-    /// Opens the warehouse the configuration names, loading from `export`.
-    pub async fn open(settings: &Settings, export: Arc<dyn ExportStore>) -> Result<Self> {
+    /// Opens the warehouse the configuration names, loading from `export`;
+    /// BigQuery's load jobs are counted in the lake's `ledger`.
+    pub async fn open(
+        settings: &Settings,
+        export: Arc<dyn ExportStore>,
+        ledger: logferry_core::ledger::Ledger,
+    ) -> Result<Self> {
         Ok(match &settings.warehouse {
             WarehouseSettings::Local { url } => {
                 WarehouseHandle::Local(Arc::new(LocalWarehouse::new(
                     Location::open_with(url, &settings.aws)?,
                     export,
                     settings.partitioning,
+                    settings.snapshot_retention,
                 )))
             }
             WarehouseSettings::BigQuery(b) => WarehouseHandle::BigQuery(Arc::new(
-                BigQueryWarehouse::open(b, settings.partitioning, export).await?,
+                BigQueryWarehouse::open(b, settings.partitioning, export, ledger).await?,
             )),
         })
     }

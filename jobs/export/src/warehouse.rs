@@ -124,6 +124,9 @@ pub struct LoadJob {
     pub bytes: u64,
     /// The window the job loads, for appends (checked after the load).
     pub window: Option<Window>,
+    /// Rows the checked range (the window of an append, else the
+    /// partition) holds once the job ran; `None`: the job's own rows.
+    pub expect_rows: Option<u64>,
 }
 
 impl LoadJob {
@@ -163,6 +166,12 @@ pub trait Warehouse: Send + Sync + std::fmt::Debug {
     /// Runs a load job. Running the same job id again changes nothing.
     async fn load(&self, job: &LoadJob) -> Result<LoadResult>;
 
+    /// Load jobs that may still run on `table` today; `None` when the
+    /// warehouse has no such quota.
+    async fn jobs_left(&self, _table: &str) -> Result<Option<u64>> {
+        Ok(None)
+    }
+
     /// Rows per tenant in `table`, in one window (by event time) or all.
     async fn count_by_tenant(
         &self,
@@ -182,6 +191,16 @@ pub struct LocalLoad {
     pub rows: u64,
 }
 
+/// Objects a replace took out of a partition: kept for readers that
+/// listed the partition before the replace, then removed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Retired {
+    /// Objects, relative to the warehouse root.
+    pub files: Vec<String>,
+    /// When the replace committed.
+    pub since: DateTime<Utc>,
+}
+
 /// A committed partition of the local warehouse.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PartitionCommit {
@@ -193,6 +212,9 @@ pub struct PartitionCommit {
     pub loads: Vec<LocalLoad>,
     /// When the last load committed.
     pub loaded_at: DateTime<Utc>,
+    /// Objects of earlier versions, still readable by whoever read those.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired: Vec<Retired>,
 }
 
 impl PartitionCommit {
@@ -205,28 +227,96 @@ impl PartitionCommit {
 /// Parquet tables in a directory (or any object store): one folder per table
 /// and partition, a commit log per partition (`_meta/`), queried with
 /// DataFusion by `logferry sql`.
+///
+/// Readers see whole versions: a reader takes a partition's latest commit
+/// and reads the objects it names. A replace does not delete the objects it
+/// took out; it lists them as retired, and they are removed only once
+/// `retention` has passed (by a later commit of the partition, or
+/// [`LocalWarehouse::vacuum`]), so a query that started before the replace
+/// still finds every object it listed: it sees the old version or the new
+/// one, never an error, as BigQuery readers do.
 #[derive(Debug, Clone)]
 pub struct LocalWarehouse {
     store: Location,
     export: Arc<dyn ExportStore>,
     meta: Ledger,
     partitioning: Partitioning,
+    retention: std::time::Duration,
 }
 
 fn partition_key(table: &str, p: &PartitionId) -> String {
     format!("tables/{table}/{}", p.key())
 }
 
+/// Ledger marker of a partition holding retired objects.
+fn retired_marker(table: &str, p: &PartitionId) -> String {
+    format!("retired/{table}/{}", p.key())
+}
+
 impl LocalWarehouse {
-    /// A warehouse at `store` that loads from `export`.
-    pub fn new(store: Location, export: Arc<dyn ExportStore>, partitioning: Partitioning) -> Self {
+    /// A warehouse at `store` that loads from `export`, keeping replaced
+    /// objects readable for `retention`.
+    pub fn new(
+        store: Location,
+        export: Arc<dyn ExportStore>,
+        partitioning: Partitioning,
+        retention: std::time::Duration,
+    ) -> Self {
         let meta = Ledger::new(store.store.clone(), "_meta");
         LocalWarehouse {
             store,
             export,
             meta,
             partitioning,
+            retention,
         }
+    }
+
+    /// Splits retired objects into those past the retention and the rest.
+    fn expire(&self, retired: Vec<Retired>, now: DateTime<Utc>) -> (Vec<Retired>, Vec<String>) {
+        let keep_for = ChronoDuration::from_std(self.retention).unwrap_or(ChronoDuration::hours(1));
+        let (gone, kept): (Vec<Retired>, Vec<Retired>) =
+            retired.into_iter().partition(|r| r.since + keep_for <= now);
+        (kept, gone.into_iter().flat_map(|r| r.files).collect())
+    }
+
+    /// Removes retired objects past the retention from every partition that
+    /// has some. Returns the objects removed.
+    pub async fn vacuum(&self) -> Result<u64> {
+        let now = Utc::now();
+        let mut removed = 0;
+        for marker in self.meta.list("retired").await? {
+            let Some(key) = marker.strip_prefix("retired/") else {
+                continue;
+            };
+            let key = format!("tables/{key}");
+            let Some(prev) = self.meta.latest::<PartitionCommit>(&key).await? else {
+                self.meta.remove(&marker).await?;
+                continue;
+            };
+            let (kept, gone) = self.expire(prev.value.retired.clone(), now);
+            if gone.is_empty() {
+                continue;
+            }
+            let commit = PartitionCommit {
+                retired: kept,
+                ..prev.value.clone()
+            };
+            match self.meta.commit(&key, Some(prev.version), &commit).await {
+                Ok(_) => {}
+                // A load committed meanwhile: it expires them itself.
+                Err(logferry_core::Error::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            for f in &gone {
+                delete_if_exists(self.store.store.as_ref(), &Path::from(f.as_str())).await?;
+                removed += 1;
+            }
+            if commit.retired.is_empty() {
+                self.meta.remove(&marker).await?;
+            }
+        }
+        Ok(removed)
     }
 
     /// The warehouse's store.
@@ -322,21 +412,46 @@ impl Warehouse for LocalWarehouse {
             _ => Vec::new(),
         };
         loads.push(load);
+        let now = Utc::now();
+        let mut retired = prev
+            .as_ref()
+            .map(|p| p.value.retired.clone())
+            .unwrap_or_default();
+        if let Some(p) = &prev {
+            let keep: std::collections::HashSet<&String> =
+                loads.iter().flat_map(|l| l.files.iter()).collect();
+            let out: Vec<String> = p
+                .value
+                .files()
+                .filter(|f| !keep.contains(f))
+                .cloned()
+                .collect();
+            if !out.is_empty() {
+                retired.push(Retired {
+                    files: out,
+                    since: now,
+                });
+            }
+        }
+        let (retired, expired) = self.expire(retired, now);
         let commit = PartitionCommit {
             table: job.table.clone(),
             partition: job.partition,
             loads,
-            loaded_at: Utc::now(),
+            loaded_at: now,
+            retired,
         };
+        if !commit.retired.is_empty() {
+            self.meta
+                .mark(&retired_marker(&job.table, &job.partition))
+                .await?;
+        }
         self.meta
             .commit(&key, prev.as_ref().map(|p| p.version), &commit)
             .await?;
         failpoint::hit("warehouse.after_commit");
-        if let Some(p) = prev {
-            let keep: std::collections::HashSet<&String> = commit.files().collect();
-            for f in p.value.files().filter(|f| !keep.contains(f)) {
-                delete_if_exists(self.store.store.as_ref(), &Path::from(f.as_str())).await?;
-            }
+        for f in &expired {
+            delete_if_exists(self.store.store.as_ref(), &Path::from(f.as_str())).await?;
         }
         Ok(LoadResult {
             job_id: job.job_id.clone(),

@@ -203,6 +203,7 @@ mod tests {
             position: "line 1",
             raw: b"abc",
             raw_bytes: 10,
+            payload: Some("ndjson_line"),
         });
         let batch = d.finish().unwrap();
         assert_eq!(batch.num_rows(), 1);

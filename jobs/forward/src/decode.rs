@@ -82,6 +82,8 @@ pub struct Decoder<'s> {
     attrs: String,
     gz: Vec<u8>,
     position: String,
+    /// What a refused line holds: `ndjson_line` or `cloudwatch_line`.
+    line_kind: &'static str,
 }
 
 impl fmt::Debug for Decoder<'_> {
@@ -122,6 +124,7 @@ impl<'s> Decoder<'s> {
             attrs: String::new(),
             gz: Vec::new(),
             position: String::new(),
+            line_kind: "ndjson_line",
         }
     }
 
@@ -183,6 +186,12 @@ impl<'s> Decoder<'s> {
         self.position.clear();
         let _ = write!(self.position, "{pos}");
         let raw = self.raw_cut(raw);
+        let payload = match pos {
+            Pos::Line(_) => self.line_kind,
+            Pos::LineEvent(..) | Pos::RecordEvent(..) => "cloudwatch_event",
+            Pos::Record(_) => "kinesis_record",
+            Pos::RecordLine(..) => "record_line",
+        };
         out.reject(&DlqRow {
             stage: "forward",
             reason: rej.reason.as_str(),
@@ -196,6 +205,7 @@ impl<'s> Decoder<'s> {
             position: &self.position,
             raw,
             raw_bytes: raw_len,
+            payload: Some(payload),
         });
     }
 
@@ -212,6 +222,11 @@ impl<'s> Decoder<'s> {
         pos: Pos<'_>,
         out: &mut dyn Emit,
     ) {
+        self.line_kind = if reason == Reason::EnvelopeTooLarge {
+            "cloudwatch_line"
+        } else {
+            "ndjson_line"
+        };
         let rej = Rejection::new(reason, format!("line is {total} bytes, limit {limit}"));
         let at = (UNKNOWN_TENANT, None, None, None);
         self.reject_sized(out, ctx, pos, &rej, at, prefix, total);
@@ -226,6 +241,7 @@ impl<'s> Decoder<'s> {
         pos: Pos<'_>,
         out: &mut dyn Emit,
     ) {
+        self.line_kind = "ndjson_line";
         let text = match utf8(line) {
             Ok(t) => t,
             Err(rej) => return self.reject_unknown(out, ctx, pos, &rej, line),
@@ -524,6 +540,71 @@ impl<'s> Decoder<'s> {
         self.attrs = attrs;
     }
 
+    /// One CloudWatch Logs event again, out of its envelope (a dead letter
+    /// replayed): its log group settled `tenant` when it arrived, and its id
+    /// and time are the event's.
+    #[allow(clippy::too_many_arguments)]
+    pub fn cloudwatch_event(
+        &mut self,
+        message: &[u8],
+        tenant: &Tenant,
+        group: &str,
+        event_id: &str,
+        event_time_us: Option<i64>,
+        ctx: &ItemCtx<'_>,
+        pos: Pos<'_>,
+        out: &mut dyn Emit,
+    ) {
+        let key = tenant.id.as_str();
+        let text = match utf8(message) {
+            Ok(t) => t,
+            Err(rej) => {
+                return self.reject(
+                    out,
+                    ctx,
+                    pos,
+                    &rej,
+                    key,
+                    Some(group),
+                    Some(event_id),
+                    event_time_us,
+                    message,
+                );
+            }
+        };
+        let opts = ParseOptions {
+            stream_field: None,
+            source_account: false,
+        };
+        let mut attrs = std::mem::take(&mut self.attrs);
+        match parse_record(text, opts, &mut attrs) {
+            Err(rej) => {
+                self.reject(
+                    out,
+                    ctx,
+                    pos,
+                    &rej,
+                    key,
+                    Some(group),
+                    Some(event_id),
+                    event_time_us,
+                    message,
+                );
+            }
+            Ok(parsed) => {
+                let origin = Origin {
+                    tenant,
+                    source: group,
+                    source_account: None,
+                    event_id,
+                    fallback_ts_us: event_time_us,
+                };
+                self.finish(&parsed, &attrs, &origin, ctx, pos, message, out);
+            }
+        }
+        self.attrs = attrs;
+    }
+
     /// One line of a CloudWatch Logs subscription file: base64 of the gzip
     /// payload.
     pub fn cloudwatch_line(
@@ -533,6 +614,7 @@ impl<'s> Decoder<'s> {
         line_no: u64,
         out: &mut dyn Emit,
     ) {
+        self.line_kind = "cloudwatch_line";
         match cwl::decode_base64(line) {
             Ok(gz) => self.cloudwatch_payload(&gz, line, ctx, Pos::Line(line_no), None, out),
             Err(rej) => {

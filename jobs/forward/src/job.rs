@@ -39,21 +39,47 @@ pub enum Format {
     Cloudwatch,
 }
 
+/// A reader handed over once (an object streamed from a store, through a
+/// decompressor).
+pub type SharedReader = Arc<std::sync::Mutex<Option<Box<dyn std::io::Read + Send>>>>;
+
 /// Where records come from.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum Input {
     /// A file, read once (deterministic batches).
     File(PathBuf),
     /// Standard input, read as a stream (age-based flushes).
     Stdin,
+    /// A reader with a name, read once like a file (deterministic batches).
+    Reader {
+        /// Name used in DLQ entries and reports (the object's URL).
+        name: String,
+        /// The bytes.
+        reader: SharedReader,
+    },
+}
+
+impl std::fmt::Debug for Input {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Input({})", self.name())
+    }
 }
 
 impl Input {
+    /// An input read from `reader`, named `name`.
+    pub fn reader(name: impl Into<String>, reader: Box<dyn std::io::Read + Send>) -> Self {
+        Input::Reader {
+            name: name.into(),
+            reader: Arc::new(std::sync::Mutex::new(Some(reader))),
+        }
+    }
+
     /// Name used in DLQ entries and reports.
     pub fn name(&self) -> String {
         match self {
             Input::File(p) => p.display().to_string(),
             Input::Stdin => "stdin".into(),
+            Input::Reader { name, .. } => name.clone(),
         }
     }
 }
@@ -369,13 +395,19 @@ fn decode_input(
         .unwrap_or(2)
         .clamp(1, 16);
     let input_name = input.name();
-    let reader_input: Box<dyn std::io::Read + Send> = match input {
-        Input::File(path) => Box::new(
-            std::fs::File::open(path)
-                .map_err(|e| Error::Core(logferry_core::Error::io(path.display(), e)))?,
-        ),
-        Input::Stdin => Box::new(std::io::stdin()),
-    };
+    let reader_input: Box<dyn std::io::Read + Send> =
+        match input {
+            Input::File(path) => Box::new(
+                std::fs::File::open(path)
+                    .map_err(|e| Error::Core(logferry_core::Error::io(path.display(), e)))?,
+            ),
+            Input::Stdin => Box::new(std::io::stdin()),
+            Input::Reader { name, reader } => reader
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
+                .ok_or_else(|| Error::Internal(format!("input {name} was read already")))?,
+        };
     let tenant_ids: Vec<String> = settings
         .tenants
         .all()

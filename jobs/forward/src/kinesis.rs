@@ -120,6 +120,13 @@ pub struct KinesisReport {
     /// Shards left to the forwarder that held their lease (`stream/shard`).
     #[serde(default)]
     pub busy_shards: Vec<String>,
+    /// Streams whose reader failed (`--once`: the others were read; when
+    /// following, failed readers are restarted and counted here).
+    #[serde(default)]
+    pub failed_streams: BTreeMap<String, String>,
+    /// Restarts of failed stream readers (following).
+    #[serde(default)]
+    pub restarts: u64,
     /// What the decoder made of the records.
     pub decode: DecodeStats,
     /// Wall time.
@@ -184,6 +191,10 @@ struct Cursor {
     report: ShardReport,
 }
 
+/// What one stream's reader returns: its shards' reports, the shards other
+/// forwarders held, and what was decoded.
+type StreamOutcome = (Vec<ShardReport>, Vec<String>, DecodeStats);
+
 /// The records of one shard between two checkpoints.
 struct Pending {
     sink: ChunkSink,
@@ -192,6 +203,60 @@ struct Pending {
     records: u64,
     bytes: usize,
     opened: Instant,
+}
+
+/// How one stream's reader is doing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StreamState {
+    /// True while the reader runs; false while it waits to be restarted.
+    pub up: bool,
+    /// Restarts after failures.
+    pub restarts: u64,
+    /// The last failure.
+    pub last_error: Option<String>,
+    /// When it last started or failed.
+    pub since: DateTime<Utc>,
+    /// MillisBehindLatest of each shard's last GetRecords.
+    pub lag_ms: BTreeMap<String, i64>,
+    /// Records read since the process started.
+    pub records: u64,
+}
+
+/// The stream readers' health, shared with whoever reports it (the
+/// daemon's `/readyz` and `/metrics`).
+#[derive(Debug, Default)]
+pub struct StreamHealth {
+    streams: std::sync::Mutex<BTreeMap<String, StreamState>>,
+}
+
+impl StreamHealth {
+    fn update(&self, stream: &str, f: impl FnOnce(&mut StreamState)) {
+        let mut all = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        let st = all
+            .entry(stream.to_string())
+            .or_insert_with(|| StreamState {
+                up: true,
+                restarts: 0,
+                last_error: None,
+                since: Utc::now(),
+                lag_ms: BTreeMap::new(),
+                records: 0,
+            });
+        f(st);
+    }
+
+    /// Every stream's state.
+    pub fn snapshot(&self) -> BTreeMap<String, StreamState> {
+        self.streams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// True when every known stream's reader runs.
+    pub fn all_up(&self) -> bool {
+        self.snapshot().values().all(|s| s.up)
+    }
 }
 
 /// Reads tenant streams into the lake.
@@ -204,6 +269,7 @@ pub struct KinesisForwarder {
     props: WriterProperties,
     tenant_ids: Arc<Vec<String>>,
     holder: Holder,
+    health: Arc<StreamHealth>,
 }
 
 impl KinesisForwarder {
@@ -225,7 +291,13 @@ impl KinesisForwarder {
             lake,
             client,
             holder: Holder::this_process(),
+            health: Arc::new(StreamHealth::default()),
         })
+    }
+
+    /// The readers' health.
+    pub fn health(&self) -> Arc<StreamHealth> {
+        self.health.clone()
     }
 
     /// The Kinesis client.
@@ -250,29 +322,111 @@ impl KinesisForwarder {
                 "no [[tenant]] has streams: nothing to read from Kinesis".into(),
             )));
         }
-        let tasks = streams.into_iter().map(|(stream, tenant)| {
+        // One task per stream. A reader that fails is reported at once
+        // (log, health, the report) and, when following, restarted after a
+        // backoff while the other streams go on; with `once`, the others
+        // are read to their tips and the run then fails naming it.
+        let d = &self.settings.daemon;
+        let mut tasks: tokio::task::JoinSet<(String, Tenant, u32, Result<StreamOutcome>)> =
+            tokio::task::JoinSet::new();
+        let spawn = |tasks: &mut tokio::task::JoinSet<_>,
+                     stream: String,
+                     tenant: Tenant,
+                     failures: u32,
+                     delay: Duration| {
             let me = self.clone();
             let stop = stop.clone();
-            tokio::spawn(async move { me.stream(&stream, &tenant, once, stop).await })
-        });
+            tasks.spawn(async move {
+                if !delay.is_zero() {
+                    // Sleep in steps, so that a stop is not held up.
+                    let until = Instant::now() + delay;
+                    while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+                        tokio::time::sleep(Duration::from_millis(100).min(until - Instant::now()))
+                            .await;
+                    }
+                    if stop.load(Ordering::Relaxed) {
+                        return (
+                            stream,
+                            tenant,
+                            failures,
+                            Ok((Vec::new(), Vec::new(), DecodeStats::default())),
+                        );
+                    }
+                    me.health.update(&stream, |s| {
+                        s.up = true;
+                        s.since = Utc::now();
+                    });
+                }
+                let started = Instant::now();
+                let r = me.stream(&stream, &tenant, once, stop).await;
+                // A reader that ran a good while before failing starts its
+                // backoff afresh.
+                let failures = if started.elapsed() > Duration::from_secs(60) {
+                    0
+                } else {
+                    failures
+                };
+                (stream, tenant, failures, r)
+            });
+        };
+        for (stream, tenant) in streams {
+            self.health.update(&stream, |_| {});
+            spawn(&mut tasks, stream, tenant, 0, Duration::ZERO);
+        }
         let mut report = KinesisReport::default();
-        let mut first_err = None;
-        for t in futures::future::join_all(tasks).await {
-            match t.map_err(|e| Error::Internal(format!("stream task: {e}")))? {
+        while let Some(joined) = tasks.join_next().await {
+            let (stream, tenant, failures, result) = match joined {
+                Ok(v) => v,
+                Err(e) => {
+                    // A panicking reader: its stream is not known here.
+                    tracing::error!(error = %e, "A stream reader task died.");
+                    report
+                        .failed_streams
+                        .insert("?".into(), format!("stream task: {e}"));
+                    continue;
+                }
+            };
+            match result {
                 Ok((shards, busy, stats)) => {
                     report.shards.extend(shards);
                     report.busy_shards.extend(busy);
                     report.decode.merge(stats);
                 }
                 Err(e) => {
-                    first_err.get_or_insert(e);
+                    let failures = failures + 1;
+                    tracing::error!(%stream, error = %e, failures, "Stream reader failed.");
+                    self.health.update(&stream, |s| {
+                        s.up = false;
+                        s.last_error = Some(e.to_string());
+                        s.since = Utc::now();
+                    });
+                    report.failed_streams.insert(stream.clone(), e.to_string());
+                    if !once && !stop.load(Ordering::Relaxed) {
+                        let delay = d
+                            .restart_backoff
+                            .saturating_mul(1 << (failures - 1).min(16))
+                            .min(d.restart_backoff_max);
+                        tracing::warn!(%stream, delay_ms = delay.as_millis() as u64, "Restarting the stream reader.");
+                        report.restarts += 1;
+                        self.health.update(&stream, |s| s.restarts += 1);
+                        spawn(&mut tasks, stream, tenant, failures, delay);
+                    }
                 }
             }
         }
-        if let Some(e) = first_err {
-            return Err(e);
-        }
         report.duration_ms = start.elapsed().as_millis() as u64;
+        if once && !report.failed_streams.is_empty() {
+            return Err(Error::Source(format!(
+                "{} of the streams failed (the others were read): {}",
+                report.failed_streams.len(),
+                report
+                    .failed_streams
+                    .iter()
+                    .map(|(s, e)| format!("{s}: {e}"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )));
+        }
         Ok(report)
     }
 
@@ -303,7 +457,7 @@ impl KinesisForwarder {
         tenant: &Tenant,
         once: bool,
         stop: Arc<AtomicBool>,
-    ) -> Result<(Vec<ShardReport>, Vec<String>, DecodeStats)> {
+    ) -> Result<StreamOutcome> {
         let mut reports = Vec::new();
         let mut busy = BTreeSet::new();
         let mut stats = DecodeStats::default();
@@ -571,6 +725,11 @@ impl KinesisForwarder {
                 },
             };
             let lag = resp.millis_behind_latest.unwrap_or(0);
+            let got = resp.records.len() as u64;
+            self.health.update(stream, |s| {
+                s.lag_ms.insert(shard.to_string(), lag);
+                s.records += got;
+            });
             c.report.last_millis_behind_latest = lag;
             c.report.max_millis_behind_latest = c.report.max_millis_behind_latest.max(lag);
             let now = f.reference_time.unwrap_or_else(Utc::now);

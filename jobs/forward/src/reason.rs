@@ -36,11 +36,15 @@ pub enum Reason {
     /// Envelope that decompresses past `forward.max_envelope_bytes` or holds
     /// more than `forward.max_envelope_events` events (gzip bombs).
     EnvelopeTooLarge,
+    /// An input object that cannot be read whole as its name says (not
+    /// gzip, or gzip that breaks off): what could be read was forwarded,
+    /// the rest is this one entry.
+    CorruptInput,
 }
 
 impl Reason {
     /// Every reason, in code order.
-    pub const ALL: [Reason; 14] = [
+    pub const ALL: [Reason; 15] = [
         Reason::OversizedRecord,
         Reason::InvalidUtf8,
         Reason::MalformedJson,
@@ -55,6 +59,7 @@ impl Reason {
         Reason::OversizedMessage,
         Reason::CorruptEnvelope,
         Reason::EnvelopeTooLarge,
+        Reason::CorruptInput,
     ];
 
     /// The stable code.
@@ -74,6 +79,7 @@ impl Reason {
             Reason::OversizedMessage => "oversized_message",
             Reason::CorruptEnvelope => "corrupt_envelope",
             Reason::EnvelopeTooLarge => "envelope_too_large",
+            Reason::CorruptInput => "corrupt_input",
         }
     }
 }

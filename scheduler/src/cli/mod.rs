@@ -1,5 +1,7 @@
 //! Command-line interface. Runtime knobs are flags; what the pipeline means
-//! (tenants, limits, locations) lives in the configuration.
+//! (tenants, limits, locations, schedules) lives in the configuration.
+
+pub mod print;
 
 use std::path::PathBuf;
 
@@ -107,12 +109,15 @@ pub enum Command {
         #[arg(long, default_value_t = 0.3)]
         cloudwatch_share: f64,
     },
-    /// Decode, validate and land an input (a file, standard input, or the
-    /// tenants' Kinesis streams) in the lake.
+    /// Decode, validate and land an input (a file, standard input, the
+    /// inbox, or the tenants' Kinesis streams) in the lake.
     Forward {
         /// Input file, or - for standard input.
-        #[arg(long, required_unless_present = "kinesis", conflicts_with = "kinesis")]
+        #[arg(long, required_unless_present_any = ["kinesis", "inbox"], conflicts_with_all = ["kinesis", "inbox"])]
         input: Option<String>,
+        /// Forward every new object of the inbox ([daemon] inbox) once.
+        #[arg(long, conflicts_with = "kinesis")]
+        inbox: bool,
         /// Input format (files and standard input).
         #[arg(long, value_enum, default_value = "ndjson")]
         format: InputFormat,
@@ -128,11 +133,20 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Aggregate, export and load every window with unprocessed data, or one window.
+    /// Aggregate, export and load every window with unprocessed data, or one
+    /// window. Exits 1 when a window or day failed (the others are done).
     Run {
-        /// One window, YYYY-MM-DDTHH (UTC).
+        /// One window, YYYY-MM-DDTHH (UTC), tried whatever its failures.
         #[arg(long)]
         window: Option<String>,
+        /// Append increments to open windows (within warehouse.seal_after)
+        /// instead of loading them whole: what the daemon's `run` job does.
+        #[arg(long)]
+        micro_batch: bool,
+        /// Try failing windows now, whatever their backoff, those given up
+        /// on after run.max_attempts failures included.
+        #[arg(long)]
+        retry_failed: bool,
         /// Daily partitions: seal every day with exported windows now, before
         /// its lateness allowance (backfills).
         #[arg(long)]
@@ -182,6 +196,158 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run until SIGTERM: follow the Kinesis streams and the inbox, fire the
+    /// [[schedule]] entries, serve /healthz, /readyz and /metrics.
+    Daemon {
+        /// Address of /healthz, /readyz and /metrics (default: daemon.listen).
+        #[arg(long, env = "LOGFERRY_LISTEN")]
+        listen: Option<std::net::SocketAddr>,
+    },
+    /// Run one [[schedule]]'s job once (what crontab, systemd and ECS
+    /// targets call). Exits 1 when it failed.
+    Job {
+        /// The schedule's name.
+        name: String,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The schedules: next fire times, or their export for EventBridge
+    /// Scheduler, CloudFormation, Terraform, crontab or systemd.
+    Schedule {
+        /// What to do.
+        #[command(subcommand)]
+        command: ScheduleCommand,
+    },
+    /// The load plan of the configuration against BigQuery's quotas.
+    /// Exits 1 when it does not fit.
+    Plan {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Recompute (or reload, or run a query over) a range of days and
+    /// replace those partitions; resumable.
+    Backfill(BackfillArgs),
+    /// The dead-letter queue: summary and replay.
+    Dlq {
+        /// What to do.
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+}
+
+/// `logferry backfill`.
+#[derive(Debug, Args)]
+pub struct BackfillArgs {
+    /// First day, YYYY-MM-DD (UTC).
+    #[arg(long)]
+    pub from: chrono::NaiveDate,
+    /// Last day, YYYY-MM-DD (UTC), included.
+    #[arg(long)]
+    pub to: chrono::NaiveDate,
+    /// Only this tenant's records (repeat for several).
+    #[arg(long = "tenant")]
+    pub tenants: Vec<String>,
+    /// Only these tables (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub tables: Vec<String>,
+    /// Load the exported runs again without recomputing (a partition lost).
+    #[arg(long, conflicts_with = "sql")]
+    pub reload: bool,
+    /// Run this SQL file over the lake per window and load its result into
+    /// --table.
+    #[arg(long, requires = "table")]
+    pub sql: Option<PathBuf>,
+    /// Destination table of --sql.
+    #[arg(long, requires = "sql")]
+    pub table: Option<String>,
+    /// BigQuery JSON schema file of --table (else the query's result's).
+    #[arg(long, requires = "sql")]
+    pub schema: Option<PathBuf>,
+    /// Print the partitions, jobs and bytes against the quotas, and stop.
+    #[arg(long)]
+    pub plan: bool,
+    /// Leave it to the daemon's backfill job (spread over days if need be).
+    #[arg(long, conflicts_with = "plan")]
+    pub queue: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `logferry schedule ...`.
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCommand {
+    /// Each schedule's next fire times.
+    Show {
+        /// Fire times per schedule.
+        #[arg(long, default_value_t = 3)]
+        count: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the schedules for another scheduler.
+    Export {
+        /// Format.
+        #[arg(long, value_enum)]
+        format: crate::schedule::Format,
+        /// What EventBridge Scheduler invokes.
+        #[arg(long, value_enum, default_value = "lambda")]
+        target: crate::schedule::Target,
+        /// The logferry-lambda function ARN (lambda) or ECS cluster ARN (ecs).
+        #[arg(long)]
+        target_arn: Option<String>,
+        /// Role EventBridge Scheduler assumes.
+        #[arg(long)]
+        role_arn: Option<String>,
+        /// SQS queue for invocations that could not be delivered.
+        #[arg(long)]
+        dead_letter_arn: Option<String>,
+        /// ECS task definition (target ecs).
+        #[arg(long)]
+        task_definition_arn: Option<String>,
+        /// How crontab and systemd run logferry.
+        #[arg(long, default_value = "/usr/local/bin/logferry")]
+        command: String,
+        /// systemd: write the unit files into this directory.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+/// Filters of `logferry dlq`.
+#[derive(Debug, Args)]
+pub struct DlqFilter {
+    /// forward or aggregate.
+    #[arg(long)]
+    pub stage: Option<String>,
+    /// Reason code (repeat for several).
+    #[arg(long = "reason")]
+    pub reasons: Vec<String>,
+    /// Tenant key (_unknown for items refused before a tenant was known).
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// First hour, YYYY-MM-DDTHH.
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Last hour, YYYY-MM-DDTHH, included.
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `logferry dlq ...`.
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// Dead letters by stage, reason, tenant and hour.
+    Ls(DlqFilter),
+    /// Forward refusals decoded again with the current configuration: what
+    /// passes lands once, what fails stays with its current reason.
+    Replay(DlqFilter),
 }
 
 /// `logferry verify ...`.
