@@ -304,6 +304,21 @@ impl Emit for Counting<'_> {
     }
 }
 
+/// A position as dead letters write it (`line 3`, `line 3 event 2`,
+/// `sequence 49…`, `sequence 49… event 2`, `sequence 49… line 2`), read back.
+fn parse_pos(p: &str) -> Option<Pos<'_>> {
+    let words: Vec<&str> = p.split(' ').collect();
+    let n = |s: &str| s.parse::<u64>().ok();
+    Some(match words.as_slice() {
+        ["line", l] => Pos::Line(n(l)?),
+        ["line", l, "event", e] => Pos::LineEvent(n(l)?, n(e)? as usize),
+        ["sequence", s] => Pos::Record(s),
+        ["sequence", s, "event", e] => Pos::RecordEvent(s, n(e)? as usize),
+        ["sequence", s, "line", l] => Pos::RecordLine(s, n(l)? as usize),
+        _ => return None,
+    })
+}
+
 /// Decodes one entry again into `sink`; false when it cannot be replayed.
 fn redecode(ctx: &Ctx, d: &mut Decoder<'_>, e: &Entry, sink: &mut dyn Emit) -> bool {
     if e.truncated || e.raw.is_empty() {
@@ -313,31 +328,32 @@ fn redecode(ctx: &Ctx, d: &mut Decoder<'_>, e: &Entry, sink: &mut dyn Emit) -> b
         input: &e.input,
         ingest_us: e.ingest,
     };
-    let line = e
-        .position
-        .strip_prefix("line ")
-        .and_then(|l| l.split(' ').next())
-        .and_then(|l| l.parse::<u64>().ok())
-        .unwrap_or(1);
+    // Refused again, an item keeps its place in its input.
+    let Some(pos) = parse_pos(&e.position) else {
+        return false;
+    };
+    let line = match pos {
+        Pos::Line(l) | Pos::LineEvent(l, _) => l,
+        _ => 1,
+    };
     let tenants = &ctx.settings.tenants;
     match payload_kind(e) {
-        Some("ndjson_line") => d.ndjson_line(&e.raw, &item, Pos::Line(line), sink),
+        Some("ndjson_line") => d.ndjson_line(&e.raw, &item, pos, sink),
         Some("cloudwatch_line") => d.cloudwatch_line(&e.raw, &item, line, sink),
         Some("kinesis_record") => {
             let (stream, shard) = kinesis_input(&e.input).unwrap_or(("", ""));
             let seq = sequence(&e.position).unwrap_or_default();
             match tenants.by_stream(stream) {
                 Some(t) => d.kinesis_record(&e.raw, t, stream, shard, seq, &item, sink),
-                None => d.unknown_stream(&e.raw, stream, &item, Pos::Record(seq), sink),
+                None => d.unknown_stream(&e.raw, stream, &item, pos, sink),
             }
         }
         Some("record_line") => {
             let (stream, _) = kinesis_input(&e.input).unwrap_or(("", ""));
-            let seq = sequence(&e.position).unwrap_or_default();
             let (Some(t), Some(id)) = (tenants.by_stream(stream), e.event_id.as_deref()) else {
                 return false;
             };
-            d.json_record(&e.raw, t, stream, id, &item, Pos::Record(seq), sink);
+            d.json_record(&e.raw, t, stream, id, &item, pos, sink);
         }
         Some("cloudwatch_event") => {
             let (Some(group), Some(id)) = (e.source.as_deref(), e.event_id.as_deref()) else {
@@ -346,16 +362,7 @@ fn redecode(ctx: &Ctx, d: &mut Decoder<'_>, e: &Entry, sink: &mut dyn Emit) -> b
             let Some(t) = tenants.by_log_group(group) else {
                 return false;
             };
-            d.cloudwatch_event(
-                &e.raw,
-                t,
-                group,
-                id,
-                e.timestamp,
-                &item,
-                Pos::Line(line),
-                sink,
-            );
+            d.cloudwatch_event(&e.raw, t, group, id, e.timestamp, &item, pos, sink);
         }
         _ => return false,
     }

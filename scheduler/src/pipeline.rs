@@ -525,6 +525,11 @@ impl Pipeline {
         if let Some(m) = &self.metrics {
             self.gauge_windows(m, &failures).await?;
         }
+        // What replaced partitions kept for their readers goes once its
+        // retention passed.
+        if report.worked() > 0 {
+            self.exp.warehouse().vacuum().await?;
+        }
         report.run = format!(
             "{}-{}",
             started_at.format("%Y%m%dT%H%M%SZ"),

@@ -10,6 +10,7 @@ mod concurrency;
 #[cfg(feature = "failpoints")]
 mod crash;
 mod daemon;
+mod dlq;
 mod emulators;
 mod faultproxy;
 mod faults;

@@ -172,6 +172,12 @@ pub trait Warehouse: Send + Sync + std::fmt::Debug {
         Ok(None)
     }
 
+    /// Removes what earlier versions of partitions kept for their readers,
+    /// once no reader needs it; returns the objects removed.
+    async fn vacuum(&self) -> Result<u64> {
+        Ok(0)
+    }
+
     /// Rows per tenant in `table`, in one window (by event time) or all.
     async fn count_by_tenant(
         &self,
@@ -282,7 +288,7 @@ impl LocalWarehouse {
 
     /// Removes retired objects past the retention from every partition that
     /// has some. Returns the objects removed.
-    pub async fn vacuum(&self) -> Result<u64> {
+    pub async fn remove_retired(&self) -> Result<u64> {
         let now = Utc::now();
         let mut removed = 0;
         for marker in self.meta.list("retired").await? {
@@ -356,6 +362,10 @@ fn same_columns(a: &SchemaRef, b: &SchemaRef) -> bool {
 impl Warehouse for LocalWarehouse {
     fn partitioning(&self) -> Partitioning {
         self.partitioning
+    }
+
+    async fn vacuum(&self) -> Result<u64> {
+        self.remove_retired().await
     }
 
     async fn load(&self, job: &LoadJob) -> Result<LoadResult> {
@@ -512,6 +522,113 @@ impl Warehouse for LocalWarehouse {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::ObjectExport;
+    use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+    use arrow::datatypes::{Field, Schema};
+    use object_store::ObjectStore;
+    use object_store::memory::InMemory;
+
+    fn batch(n: i64, w: Window) -> (SchemaRef, Bytes) {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("tenant_id", DataType::Utf8, false),
+            Field::new(
+                "minute",
+                DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, Some("UTC".into())),
+                false,
+            ),
+            Field::new("n", DataType::Int64, false),
+        ]));
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(vec!["t"; n as usize])),
+            Arc::new(
+                TimestampMicrosecondArray::from(vec![w.start().timestamp_micros(); n as usize])
+                    .with_timezone("UTC"),
+            ),
+            Arc::new(Int64Array::from((0..n).collect::<Vec<_>>())),
+        ];
+        let b = RecordBatch::try_new(schema.clone(), cols).unwrap();
+        let props = parquet::file::properties::WriterProperties::builder().build();
+        let bytes = logferry_core::storage::encode_parquet(&schema, &[b], &props).unwrap();
+        (schema, bytes)
+    }
+
+    /// A reader that listed a partition before a replace still reads every
+    /// object it listed; the replaced objects go once the retention passed.
+    #[tokio::test]
+    async fn readers_see_whole_versions_across_a_replace() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let export_store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let export: Arc<dyn ExportStore> = Arc::new(ObjectExport::new(Location::from_store(
+            "memory://e",
+            export_store,
+        )));
+        let loc = Location::from_store("memory://w", store.clone());
+        let w = Window::parse("2026-11-25T10").unwrap();
+        let wh = LocalWarehouse::new(
+            loc.clone(),
+            export.clone(),
+            Partitioning::Hour,
+            std::time::Duration::from_secs(3600),
+        );
+        let load = |id: &str, n: i64| {
+            let (schema, bytes) = batch(n, w);
+            let export = export.clone();
+            let path = format!("t/{id}.parquet");
+            let job = LoadJob {
+                job_id: id.to_string(),
+                table: "t".into(),
+                partition: PartitionId::of(w, Partitioning::Hour),
+                mode: WriteMode::Replace,
+                files: vec![path.clone()],
+                schema,
+                rows: n as u64,
+                bytes: bytes.len() as u64,
+                window: Some(w),
+                expect_rows: None,
+            };
+            async move {
+                export.put_create(&path, bytes).await.unwrap();
+                job
+            }
+        };
+        wh.load(&load("a", 3).await).await.unwrap();
+        // A reader takes the partition's version...
+        let listed: Vec<String> = wh.partitions(Some("t")).await.unwrap()[0]
+            .files()
+            .cloned()
+            .collect();
+        // ... a replace commits meanwhile...
+        wh.load(&load("b", 5).await).await.unwrap();
+        let now: Vec<String> = wh.partitions(Some("t")).await.unwrap()[0]
+            .files()
+            .cloned()
+            .collect();
+        assert_ne!(listed, now);
+        // ... and the reader still finds every object of its version.
+        for f in &listed {
+            get_bytes(store.as_ref(), &Path::from(f.as_str()))
+                .await
+                .unwrap();
+        }
+        assert_eq!(wh.count_by_tenant("t", None).await.unwrap()["t"], 5);
+        // Past the retention, the replaced objects are removed.
+        let strict =
+            LocalWarehouse::new(loc, export, Partitioning::Hour, std::time::Duration::ZERO);
+        assert_eq!(strict.remove_retired().await.unwrap(), 1);
+        for f in &listed {
+            assert!(
+                get_bytes(store.as_ref(), &Path::from(f.as_str()))
+                    .await
+                    .is_err()
+            );
+        }
+        for f in &now {
+            get_bytes(store.as_ref(), &Path::from(f.as_str()))
+                .await
+                .unwrap();
+        }
+        assert_eq!(strict.remove_retired().await.unwrap(), 0);
+    }
 
     #[test]
     fn partitions_of_windows() {
