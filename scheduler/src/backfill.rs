@@ -112,8 +112,13 @@ pub struct BackfillReport {
     pub bytes: u64,
     /// Load jobs left today per table (BigQuery's quota), when known.
     pub jobs_left_today: BTreeMap<String, u64>,
-    /// Days the plan takes within the daily quota.
-    pub days_needed: u64,
+    /// Of those, what the configured schedules leave to a backfill today
+    /// and on each later day (`logferry plan`).
+    #[serde(default)]
+    pub spare: BTreeMap<String, crate::planner::Spare>,
+    /// Days the plan takes within the daily quota; `None` when the
+    /// schedules leave no load job to a backfill.
+    pub days_needed: Option<u64>,
     /// Per partition (empty for a plan).
     pub done: Vec<PartitionReport>,
     /// True once every partition is done.
@@ -292,19 +297,22 @@ impl<'p> Backfill<'p> {
         let tables = self.tables();
         let mut jobs_per_table = BTreeMap::new();
         let mut jobs_left_today = BTreeMap::new();
-        let mut days_needed = 1u64;
+        let mut spares = BTreeMap::new();
+        let mut days_needed = Some(1u64);
         for t in &tables {
             jobs_per_table.insert(t.clone(), todo);
             if let Some(left) = self.p.exporter().warehouse().jobs_left(t).await? {
                 jobs_left_today.insert(t.clone(), left);
-                let per_day = match &self.p.ctx().settings.warehouse {
-                    logferry_core::config::WarehouseSettings::BigQuery(b) => {
-                        b.quotas.table_budget().max(1)
-                    }
-                    logferry_core::config::WarehouseSettings::Local { .. } => u64::MAX,
-                };
-                let beyond = todo.saturating_sub(left);
-                days_needed = days_needed.max(1 + beyond.div_ceil(per_day));
+                let spare = crate::planner::spare(&self.p.ctx().settings, t, left, Utc::now());
+                spares.insert(t.clone(), spare);
+                let beyond = todo.saturating_sub(spare.today);
+                if beyond > 0 {
+                    days_needed = match spare.per_day {
+                        // The schedules use the whole quota: never.
+                        0 => None,
+                        per_day => days_needed.map(|d| d.max(1 + beyond.div_ceil(per_day))),
+                    };
+                }
             }
         }
         Ok(BackfillReport {
@@ -315,6 +323,7 @@ impl<'p> Backfill<'p> {
             jobs_per_table,
             bytes: windows.iter().map(|(_, b)| b).sum(),
             jobs_left_today,
+            spare: spares,
             days_needed,
             done: Vec::new(),
             complete: todo == 0,
@@ -337,7 +346,6 @@ impl<'p> Backfill<'p> {
         let windows = self.windows().await?;
         let parts = self.partitions(&windows);
         let pb = crate::progress::bar(parts.len() as u64, "backfill", false, quiet);
-        let reserve = crate::planner::seal_reserve(&self.p.ctx().settings, Utc::now());
         for (pid, ws) in parts {
             pb.set_message(pid.key());
             let key = pid.key();
@@ -354,7 +362,8 @@ impl<'p> Backfill<'p> {
             }
             for t in self.tables() {
                 if let Some(left) = self.p.exporter().warehouse().jobs_left(&t).await?
-                    && left <= reserve
+                    && crate::planner::spare(&self.p.ctx().settings, &t, left, Utc::now()).today
+                        == 0
                 {
                     report.paused = Some(format!(
                         "table {t}: {left} load jobs left today, kept for the scheduled loads; \

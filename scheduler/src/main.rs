@@ -400,15 +400,24 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 }
                 return Ok(ExitCode::SUCCESS);
             }
-            if plan.days_needed > 1 {
+            if plan.days_needed.is_none() {
                 return Err(Error::Config(format!(
-                    "backfill {} needs {} load jobs per table and only {:?} are left today: it takes {} days \
-                     within BigQuery's quota. Queue it (--queue) for the daemon to spread over those days, \
-                     or narrow the range",
+                    "backfill {}: the schedules use every load job BigQuery allows a day, none is left \
+                     for a backfill (logferry plan shows the budget)",
+                    b.id()
+                )));
+            }
+            if let Some(days) = plan.days_needed
+                && days > 1
+            {
+                return Err(Error::Config(format!(
+                    "backfill {} needs {} load jobs per table; what the schedules leave of today's quota \
+                     ({:?} left) does not hold them: it takes {} days within BigQuery's quota. Queue it \
+                     (--queue) for the daemon to spread over those days, or narrow the range",
                     b.id(),
                     plan.jobs_per_table.values().max().copied().unwrap_or(0),
                     plan.jobs_left_today,
-                    plan.days_needed
+                    days
                 )));
             }
             let r = b.run(quiet || a.json).await?;

@@ -16,7 +16,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Timelike, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use logferry_core::config::{LoadQuotas, Partitioning, Settings, WarehouseSettings};
 use logferry_core::schedule::Job;
@@ -229,6 +229,38 @@ pub fn check(plan: &Plan) -> Result<()> {
     }
 }
 
+/// What of a table's load job quota a backfill may use: today (of the
+/// `left` jobs, what the schedules will not need before the quota resets)
+/// and on each later day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Spare {
+    /// Jobs a backfill may run today.
+    pub today: u64,
+    /// Jobs a backfill may run on a later day.
+    pub per_day: u64,
+}
+
+/// The spare quota of `table`, with `left` jobs left today.
+pub fn spare(settings: &Settings, table: &str, left: u64, now: DateTime<Utc>) -> Spare {
+    let Some(q) = quotas(settings) else {
+        return Spare {
+            today: u64::MAX,
+            per_day: u64::MAX,
+        };
+    };
+    let scheduled = plan(settings, &[table.to_string()], now)
+        .tables
+        .first()
+        .map_or(0, |t| t.jobs);
+    let pacific = now.with_timezone(&chrono_tz::America::Los_Angeles);
+    let rest_of_day = 1.0 - f64::from(pacific.num_seconds_from_midnight()) / 86_400.0;
+    let still_needed = (scheduled as f64 * rest_of_day).ceil() as u64;
+    Spare {
+        today: left.saturating_sub(still_needed),
+        per_day: q.table_budget().saturating_sub(scheduled),
+    }
+}
+
 /// Load jobs of one table to keep for the rest of today's window loads
 /// and seals: micro-batch appends stop when no more than this is left.
 pub fn seal_reserve(settings: &Settings, now: DateTime<Utc>) -> u64 {
@@ -314,6 +346,33 @@ mod tests {
         let e = check(&p).unwrap_err().to_string();
         assert!(e.contains("12000 objects"), "{e}");
         assert!(e.contains("use hourly partitions"), "{e}");
+    }
+
+    #[test]
+    fn a_backfill_gets_what_the_schedules_leave() {
+        // 720 appends and 24 window loads a day of 1,350.
+        let s = settings("");
+        let t = "log_records";
+        // Midnight Pacific: the whole day's 744 scheduled jobs still to come.
+        let midnight = "2026-12-01T08:00:00Z".parse().unwrap();
+        let a = spare(&s, t, 1350, midnight);
+        assert_eq!(
+            a,
+            Spare {
+                today: 606,
+                per_day: 606
+            }
+        );
+        // Noon Pacific: half of them.
+        let noon = "2026-12-01T20:00:00Z".parse().unwrap();
+        assert_eq!(spare(&s, t, 1000, noon).today, 1000 - 372);
+        // Other loads used today's quota: nothing spare until tomorrow.
+        assert_eq!(spare(&s, t, 300, noon).today, 0);
+        // The local warehouse has no quota.
+        let dir = tempfile::tempdir().unwrap();
+        let (c, _) = logferry_core::config::Config::load(None, Vec::new()).unwrap();
+        let local = c.validate(dir.path()).unwrap();
+        assert_eq!(spare(&local, t, 0, noon).per_day, u64::MAX);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod backfill;
 mod cli;
 mod common;
 #[cfg(feature = "failpoints")]
@@ -19,5 +20,6 @@ mod isolation;
 mod lambda;
 mod pipeline;
 mod procs;
+mod quotas;
 mod runs;
 mod schedules;

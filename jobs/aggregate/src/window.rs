@@ -222,7 +222,12 @@ impl Aggregator {
         )?;
         let out = engine::run(&ctx, &self.program).await?;
         self.check_read_all(w, &mine, &out).await?;
-        let (curated, _, dlq) = self.write_outputs(w, &run_id, &out).await?;
+        // Rollups are written below, merged with the other tenants' rows.
+        let own = EngineOutput {
+            rollups: Vec::new(),
+            ..out.clone()
+        };
+        let (curated, _, dlq) = self.write_outputs(w, &run_id, &own).await?;
         // Rollup rows of the other tenants come from the committed run.
         let mut rollups = Vec::new();
         for r in &out.rollups {

@@ -644,7 +644,10 @@ impl Exporter {
                 job_id: job_id(
                     &src.table,
                     &window_scope(w),
-                    &format!("{}{salt}", agg.run_id),
+                    &IdHasher::new()
+                        .part(agg.run_id.as_bytes())
+                        .part(salt.as_bytes())
+                        .hex(),
                 ),
                 table: src.table.clone(),
                 partition: PartitionId::of(w, self.warehouse.partitioning()),
@@ -735,7 +738,10 @@ impl Exporter {
             return Ok(None);
         }
         let content = match reload {
-            Some(salt) => format!("{seal_id}{salt}"),
+            Some(salt) => IdHasher::new()
+                .part(seal_id.as_bytes())
+                .part(salt.as_bytes())
+                .hex(),
             None => seal_id.clone(),
         };
         let mut by_table: BTreeMap<String, Vec<ExportedFile>> = BTreeMap::new();

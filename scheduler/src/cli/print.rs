@@ -438,17 +438,29 @@ pub fn backfill_plan(r: &crate::backfill::BackfillReport) {
             .get(t)
             .map(|l| format!(", {l} left today"))
             .unwrap_or_else(|| ", no quota (local warehouse)".into());
-        println!("  {t:<20} {jobs:>6} load jobs{left}");
+        let spare = r
+            .spare
+            .get(t)
+            .map(|s| {
+                format!(
+                    ", {} of them and {} a day after today spare of the schedules' loads",
+                    s.today, s.per_day
+                )
+            })
+            .unwrap_or_default();
+        println!("  {t:<20} {jobs:>6} load jobs{left}{spare}");
     }
-    println!(
-        "  {} day(s) within the load job quota{}",
-        r.days_needed,
-        if r.complete {
-            "; nothing left to do"
-        } else {
-            ""
-        }
-    );
+    let done = if r.complete {
+        "; nothing left to do"
+    } else {
+        ""
+    };
+    match r.days_needed {
+        Some(d) => println!("  {d} day(s) within the load job quota{done}"),
+        None => println!(
+            "  DOES NOT FIT: the schedules use every load job the quota allows, none is left for a backfill{done}"
+        ),
+    }
 }
 
 /// Prints the schedules' next fire times.
