@@ -276,6 +276,29 @@ async fn gap_bigquery_emulator_has_no_partition_decorators() {
     );
 }
 
+/// `logferry sql` on BigQuery reads a result page by page (10,000 rows a
+/// page), and refuses a result larger than `bigquery.sql_max_rows` with the
+/// limit in the message instead of holding it all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bigquery_results_are_read_page_by_page_within_a_limit() {
+    let Some(env) = Env::on(Backend::Emulators, "") else {
+        return;
+    };
+    let ctx = env.ctx().await;
+    let bq = bigquery(&ctx);
+    let sql = "SELECT x FROM UNNEST(GENERATE_ARRAY(1, 25000)) AS x";
+    let rows = bq.query_rows(sql, 25_000).await.unwrap();
+    assert_eq!(rows.len(), 25_000);
+    let mut xs: Vec<u64> = rows
+        .iter()
+        .map(|r| r[0].as_deref().unwrap().parse().unwrap())
+        .collect();
+    xs.sort_unstable();
+    assert_eq!(xs, (1..=25_000).collect::<Vec<u64>>(), "every page once");
+    let e = bq.query_rows(sql, 12_000).await.unwrap_err().to_string();
+    assert!(e.contains("more than 12000 rows (bigquery.sql_max_rows)"), "{e}");
+}
+
 /// GCS export objects are created once, hold exactly the bytes sent, and a
 /// different object under an existing name is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
