@@ -260,7 +260,7 @@ pub async fn run(
     let addr = listener
         .local_addr()
         .map_err(|e| Error::io("the listening socket", e))?;
-    tracing::warn!(%addr, inbox = %settings.daemon.inbox_url, schedules = settings.schedules.len(), "logferry daemon running.");
+    tracing::info!(%addr, inbox = %settings.daemon.inbox_url, schedules = settings.schedules.len(), "logferry daemon running.");
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -324,7 +324,7 @@ pub async fn run(
     }
     shared.stopping.store(true, Ordering::Relaxed);
     stop.store(true, Ordering::Relaxed);
-    tracing::warn!(
+    tracing::info!(
         deadline_s = settings.daemon.shutdown_deadline.as_secs_f64(),
         "Stopping: finishing the work in progress."
     );
@@ -350,7 +350,7 @@ pub async fn run(
     }
     let leases = logferry_core::ledger::release_held().await;
     let _ = tokio::time::timeout(Duration::from_secs(2), http).await;
-    tracing::warn!(abandoned, leases, "logferry daemon stopped.");
+    tracing::info!(abandoned, leases, "logferry daemon stopped.");
     let schedules = shared.health().schedules;
     Ok(DaemonReport {
         uptime_s: shared.started.elapsed().as_secs(),
@@ -465,8 +465,24 @@ async fn schedule_loop(
                     Ok(j) => ("failed", Some(j.summary().failures.join("; "))),
                     Err(e) => ("failed", Some(e.to_string())),
                 };
-                if let Some(e) = &error {
-                    tracing::error!(schedule = %s.name, job = %s.job, error = %e, "Scheduled job failed.");
+                match (&r, &error) {
+                    (_, Some(e)) => {
+                        tracing::error!(schedule = %s.name, job = %s.job, error = %e, "Scheduled job failed.")
+                    }
+                    (Ok(j), None) => {
+                        let sum = j.summary();
+                        if sum.worked > 0 || sum.backfills > 0 {
+                            tracing::info!(
+                                schedule = %s.name,
+                                job = %s.job,
+                                worked = sum.worked,
+                                backfills = sum.backfills,
+                                backfills_complete = sum.backfills_complete,
+                                "Scheduled job done."
+                            );
+                        }
+                    }
+                    (Err(_), None) => {}
                 }
                 shared
                     .metrics

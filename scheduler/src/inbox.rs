@@ -257,6 +257,14 @@ impl Inbox {
             match result {
                 Ok((fwd, corrupt)) => {
                     ledger.mark(&key).await?;
+                    tracing::info!(
+                        object = %name,
+                        received = fwd.decode.received,
+                        accepted = fwd.decode.accepted,
+                        dead_lettered = fwd.decode.dead_lettered,
+                        corrupt,
+                        "Inbox object forwarded."
+                    );
                     self.remember(key);
                     report.corrupt += u64::from(corrupt);
                     report.forwarded.push(fwd);

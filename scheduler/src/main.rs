@@ -13,9 +13,12 @@ use logferry::error::{Error, ErrorKind, Result};
 use logferry::{backfill, demo, dlq, forward, pipeline, reconcile, sql, status};
 use logferry_core::partition::Window;
 
-fn init_logging(g: &cli::Global) {
+/// Logs go to stderr at `warn` (a service, the daemon: `info`), `-v`
+/// `info`, `-vv` `debug`, `-q` `error`; `LOGFERRY_LOG` takes a filter.
+fn init_logging(g: &cli::Global, service: bool) {
     let default = match (g.quiet, g.verbose) {
         (true, _) => "error",
+        (false, 0) if service => "info",
         (false, 0) => "warn",
         (false, 1) => "info",
         (false, _) => "debug",
@@ -467,7 +470,10 @@ fn main() -> ExitCode {
     // that no client has to guess.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
-    init_logging(&cli.global);
+    init_logging(
+        &cli.global,
+        matches!(cli.command, Command::Daemon { .. }),
+    );
     if let Err(e) = logferry_core::failpoint::check_env() {
         eprintln!("error: {e}");
         return ExitCode::from(2);

@@ -33,7 +33,7 @@ impl Daemon {
         let log = env.data_dir().join(format!("daemon-{}.log", unique("d")));
         let err = std::fs::File::create(&log).unwrap();
         let child = logferry(env, &strings(&["daemon", "--listen", "127.0.0.1:0"]))
-            .env("LOGFERRY_LOG", "warn")
+            .env("LOGFERRY_LOG", "info")
             .envs(vars.iter().copied())
             .stdout(Stdio::null())
             .stderr(err)
