@@ -3,8 +3,10 @@
 # lints, then every unit and integration test, the emulator-backed ones
 # included. It installs and starts the emulators itself (scripts/emulators.sh,
 # pinned versions in a cache directory) and stops them on exit.
-# Needs a Rust toolchain (rustup, with rustfmt and clippy), Python 3 with venv
-# and pip (for the emulators) and curl.
+# Then it runs the README's marked command blocks as written
+# (scripts/readme-check.sh). Needs a Rust toolchain (rustup, with rustfmt and
+# clippy), Python 3 with venv and pip (for the emulators and tools), curl and
+# systemd-analyze.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
@@ -19,3 +21,5 @@ echo "== cargo clippy" >&2
 cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 echo "== cargo test" >&2
 cargo test --workspace --all-features --locked
+echo "== README commands" >&2
+scripts/readme-check.sh

@@ -84,7 +84,7 @@ pub fn stop_on_signals(stop: Arc<AtomicBool>) {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
         }
-        tracing::warn!("Stopping: finishing what is in progress.");
+        tracing::info!("SIGTERM or SIGINT: stopping.");
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
     });
 }
