@@ -80,8 +80,17 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             bad_fraction,
             duplicate_fraction,
             cloudwatch_share,
+            span,
         } => {
             let ctx_settings = logferry::context::settings(g)?;
+            let span = logferry_core::config::parse_duration("--span", span)?;
+            if span + std::time::Duration::from_secs(3600) > ctx_settings.forward.max_age {
+                return Err(Error::Config(format!(
+                    "--span {span:?}: records that old would be refused as ts_past (forward.max_age is {:?}); \
+                     raise forward.max_age to an hour more at least",
+                    ctx_settings.forward.max_age
+                )));
+            }
             let mut spec = logferry_forward::workload::WorkloadSpec::new(
                 *records,
                 *tenants,
@@ -91,6 +100,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             spec.bad_fraction = *bad_fraction;
             spec.duplicate_fraction = *duplicate_fraction;
             spec.cloudwatch_share = *cloudwatch_share;
+            spec.span_ms = span.as_millis() as i64;
             demo::limits_from(&mut spec, &ctx_settings.forward);
             let w = logferry_forward::workload::generate(&spec, out)
                 .map_err(|e| Error::io(out.display(), e))?;

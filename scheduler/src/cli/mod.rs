@@ -108,6 +108,10 @@ pub enum Command {
         /// Share of items written as CloudWatch Logs envelopes.
         #[arg(long, default_value_t = 0.3)]
         cloudwatch_share: f64,
+        /// Time the good records cover, up to now (e.g. 3h, 30d; at most
+        /// forward.max_age).
+        #[arg(long, default_value = "3h")]
+        span: String,
     },
     /// Decode, validate and land an input (a file, standard input, the
     /// inbox, or the tenants' Kinesis streams) in the lake.
