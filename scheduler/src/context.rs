@@ -76,6 +76,16 @@ impl Ctx {
         Ledger::new(self.lake.store.clone(), STATE)
     }
 
+    /// The configured tenants' ids.
+    pub fn tenant_ids(&self) -> Vec<String> {
+        self.settings
+            .tenants
+            .all()
+            .iter()
+            .map(|t| t.id.to_string())
+            .collect()
+    }
+
     /// The pipeline's clock: the configured reference time, else the wall
     /// clock.
     pub fn now(&self) -> chrono::DateTime<chrono::Utc> {

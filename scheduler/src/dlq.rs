@@ -404,13 +404,7 @@ pub async fn replay(ctx: &Ctx, filter: &Filter) -> Result<ReplayReport> {
     let ledger = ctx.ledger();
     let holder = logferry_core::ledger::Holder::this_process();
     let props = writer_properties(&ctx.settings.parquet)?;
-    let ids: Vec<String> = ctx
-        .settings
-        .tenants
-        .all()
-        .iter()
-        .map(|t| t.id.to_string())
-        .collect();
+    let ids = ctx.tenant_ids();
     let mut report = ReplayReport::default();
     for path in dlq_objects(ctx).await? {
         if !filter.object(&path) {

@@ -347,13 +347,7 @@ impl Inbox {
         at: u64,
         error: &str,
     ) -> Result<()> {
-        let ids: Vec<String> = ctx
-            .settings
-            .tenants
-            .all()
-            .iter()
-            .map(|t| t.id.to_string())
-            .collect();
+        let ids = ctx.tenant_ids();
         let mut sink = ChunkSink::new(ids.len(), ctx.now().timestamp_micros());
         let detail = format!(
             "{url} is not readable as gzip after {at} decompressed bytes: {error}; what came before was forwarded"

@@ -75,31 +75,14 @@ pub fn kind(v: &Value) -> Option<EventKind> {
     }
 }
 
-fn tenant_ids(ctx: &Ctx) -> Vec<String> {
-    ctx.settings
-        .tenants
-        .all()
-        .iter()
-        .map(|t| t.id.to_string())
-        .collect()
-}
-
-fn now_us(ctx: &Ctx) -> i64 {
-    ctx.settings
-        .forward
-        .reference_time
-        .unwrap_or_else(Utc::now)
-        .timestamp_micros()
-}
-
 /// A CloudWatch Logs subscription event.
 pub async fn handle_logs(ctx: &Ctx, event: &Value) -> Result<LogsOutcome> {
     let data = event
         .pointer("/awslogs/data")
         .and_then(Value::as_str)
         .ok_or_else(|| Error::BadInput("awslogs.data is missing".into()))?;
-    let now = now_us(ctx);
-    let ids = tenant_ids(ctx);
+    let now = ctx.now().timestamp_micros();
+    let ids = ctx.tenant_ids();
     let mut decoder = Decoder::new(&ctx.settings.forward, &ctx.settings.tenants, now);
     let mut sink = ChunkSink::new(ids.len(), now);
     let input = "lambda:cloudwatch-logs";
@@ -127,8 +110,8 @@ pub async fn handle_logs(ctx: &Ctx, event: &Value) -> Result<LogsOutcome> {
 pub async fn handle_kinesis(ctx: &Ctx, event: &Value) -> Result<KinesisEventResponse> {
     let ev = KinesisEvent::deserialize(event)
         .map_err(|e| Error::BadInput(format!("not a Kinesis event: {e}")))?;
-    let ids = tenant_ids(ctx);
-    let now = now_us(ctx);
+    let ids = ctx.tenant_ids();
+    let now = ctx.now().timestamp_micros();
     let props = writer_properties(&ctx.settings.parquet)?;
     let ledger = Ledger::new(ctx.lake.store.clone(), STATE);
     let mut response = KinesisEventResponse::default();

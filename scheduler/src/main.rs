@@ -480,10 +480,7 @@ fn main() -> ExitCode {
     // that no client has to guess.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
-    init_logging(
-        &cli.global,
-        matches!(cli.command, Command::Daemon { .. }),
-    );
+    init_logging(&cli.global, matches!(cli.command, Command::Daemon { .. }));
     if let Err(e) = logferry_core::failpoint::check_env() {
         eprintln!("error: {e}");
         return ExitCode::from(2);

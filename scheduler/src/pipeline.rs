@@ -107,6 +107,19 @@ pub struct RunFailure {
     pub next_attempt_at: Option<DateTime<Utc>>,
 }
 
+impl RunFailure {
+    /// The failure `e` of `subject`, as the ledger now records it (`f`).
+    fn new(subject: &Subject, e: &Error, f: &crate::failures::Failure) -> Self {
+        RunFailure {
+            subject: subject.to_string(),
+            kind: e.kind(),
+            error: e.to_string(),
+            attempts: f.attempts,
+            next_attempt_at: f.next_attempt_at,
+        }
+    }
+}
+
 /// What happened to one window.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WindowReport {
@@ -505,13 +518,7 @@ impl Pipeline {
                     r.error = Some(e.to_string());
                     self.count_window(opts.mode, &r);
                     report.windows.push(r);
-                    report.failures.push(RunFailure {
-                        subject: subject.to_string(),
-                        kind: e.kind(),
-                        error: e.to_string(),
-                        attempts: f.attempts,
-                        next_attempt_at: f.next_attempt_at,
-                    });
+                    report.failures.push(RunFailure::new(&subject, &e, &f));
                 }
             }
             released?;
@@ -923,13 +930,7 @@ impl Pipeline {
                 Err(e) => {
                     let f = failures.failed(&subject, &e).await?;
                     tracing::error!(%day, error = %e, attempts = f.attempts, "Seal failed; the others go on.");
-                    report.failures.push(RunFailure {
-                        subject: subject.to_string(),
-                        kind: e.kind(),
-                        error: e.to_string(),
-                        attempts: f.attempts,
-                        next_attempt_at: f.next_attempt_at,
-                    });
+                    report.failures.push(RunFailure::new(&subject, &e, &f));
                 }
             }
             released?;

@@ -173,17 +173,23 @@ fn eventbridge(schedules: &[Schedule], t: &Targets) -> Result<String> {
                 });
             }
         }
-        out.push(json!({
-            "Name": format!("logferry-{}", s.name),
-            "Description": format!("logferry {} job", s.job),
-            "ScheduleExpression": s.eventbridge_expression()?,
-            "ScheduleExpressionTimezone": s.timezone.name(),
-            "FlexibleTimeWindow": flexible(s),
-            "State": "ENABLED",
-            "Target": target,
-        }));
+        out.push(properties(s, target)?);
     }
     Ok(serde_json::to_string_pretty(&out)?)
+}
+
+/// One EventBridge Scheduler schedule (the API's and CloudFormation's
+/// field names are the same).
+fn properties(s: &Schedule, target: Value) -> Result<Value> {
+    Ok(json!({
+        "Name": format!("logferry-{}", s.name),
+        "Description": format!("logferry {} job", s.job),
+        "ScheduleExpression": s.eventbridge_expression()?,
+        "ScheduleExpressionTimezone": s.timezone.name(),
+        "FlexibleTimeWindow": flexible(s),
+        "State": "ENABLED",
+        "Target": target,
+    }))
 }
 
 fn cloudformation(schedules: &[Schedule], t: &Targets) -> Result<String> {
@@ -242,15 +248,7 @@ fn cloudformation(schedules: &[Schedule], t: &Targets) -> Result<String> {
             resource_name(&s.name),
             json!({
                 "Type": "AWS::Scheduler::Schedule",
-                "Properties": {
-                    "Name": format!("logferry-{}", s.name),
-                    "Description": format!("logferry {} job", s.job),
-                    "ScheduleExpression": s.eventbridge_expression()?,
-                    "ScheduleExpressionTimezone": s.timezone.name(),
-                    "FlexibleTimeWindow": flexible(s),
-                    "State": "ENABLED",
-                    "Target": target,
-                },
+                "Properties": properties(s, target)?,
             }),
         );
     }

@@ -285,14 +285,20 @@ fn the_daemon_follows_its_inbox_on_schedule_and_says_how_it_is() {
 
 /// kill -9 at random moments while input streams in: restarted each time,
 /// the daemon ends with exactly what a run that was never killed loads.
+/// `LOGFERRY_TEST_KILLS` (default 5) kills at least, at moments drawn from
+/// `LOGFERRY_TEST_SEED`: a longer soak.
 #[test]
 fn kill_9_at_random_moments_loses_nothing_and_doubles_nothing() {
     let env = Env::new(DAEMON);
     let w = workload(&env.data_dir().join("in"));
     let (rows, want) = clean(&w, "");
     let inbox = env.data_dir().join("inbox");
-    let files = parts(&env, &w, 8);
-    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let min_kills: usize = std::env::var("LOGFERRY_TEST_KILLS")
+        .map_or(5, |v| v.parse().expect("LOGFERRY_TEST_KILLS: a number"));
+    let files = parts(&env, &w, (min_kills + 3).max(8));
+    let mut rng: u64 = std::env::var("LOGFERRY_TEST_SEED").map_or(0x2545_f491_4f6c_dd1d, |v| {
+        v.parse().expect("LOGFERRY_TEST_SEED: a number")
+    }) | 1;
     let mut next = || {
         rng ^= rng << 13;
         rng ^= rng >> 7;
@@ -309,7 +315,7 @@ fn kill_9_at_random_moments_loses_nothing_and_doubles_nothing() {
             }
         }
         std::thread::sleep(Duration::from_millis(300 + next() % 1500));
-        if fed.len() == 0 && kills >= 5 {
+        if fed.len() == 0 && kills >= min_kills {
             wait_drained(&env, rows, Duration::from_secs(90));
             let (status, _, log) = d.term();
             assert!(status.success(), "{log}");

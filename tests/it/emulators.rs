@@ -296,7 +296,10 @@ async fn bigquery_results_are_read_page_by_page_within_a_limit() {
     xs.sort_unstable();
     assert_eq!(xs, (1..=25_000).collect::<Vec<u64>>(), "every page once");
     let e = bq.query_rows(sql, 12_000).await.unwrap_err().to_string();
-    assert!(e.contains("more than 12000 rows (bigquery.sql_max_rows)"), "{e}");
+    assert!(
+        e.contains("more than 12000 rows (bigquery.sql_max_rows)"),
+        "{e}"
+    );
 }
 
 /// GCS export objects are created once, hold exactly the bytes sent, and a

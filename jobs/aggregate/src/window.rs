@@ -213,15 +213,7 @@ impl Aggregator {
         if prev.value.run_id == run_id {
             return Ok(Outcome::UpToDate(prev.value));
         }
-        let ctx = new_session();
-        register_store(&ctx, "lake", self.lake.store.clone())?;
-        let files: Vec<String> = mine.iter().map(|i| i.path.clone()).collect();
-        ctx.register_table(
-            "window_input",
-            parquet_table("lake", log_record_schema(), None, &files)?,
-        )?;
-        let out = engine::run(&ctx, &self.program).await?;
-        self.check_read_all(w, &mine, &out).await?;
+        let out = self.compute(w, &mine, None, true).await?;
         // Rollups are written below, merged with the other tenants' rows.
         let own = EngineOutput {
             rollups: Vec::new(),
@@ -339,15 +331,7 @@ impl Aggregator {
             .current_chain(w, prev.as_ref().map(|p| &p.value))
             .await?;
 
-        let ctx = new_session();
-        register_store(&ctx, "lake", self.lake.store.clone())?;
-        let files: Vec<String> = inputs.iter().map(|i| i.path.clone()).collect();
-        ctx.register_table(
-            "window_input",
-            parquet_table("lake", log_record_schema(), None, &files)?,
-        )?;
-        let out = engine::run(&ctx, &self.program).await?;
-        self.check_read_all(w, &inputs, &out).await?;
+        let out = self.compute(w, &inputs, None, true).await?;
         let (curated, rollups, dlq) = self.write_outputs(w, &run_id, &out).await?;
         failpoint::hit("aggregate.after_outputs");
 
@@ -484,15 +468,7 @@ impl Aggregator {
         }
         let id = h.hex();
 
-        let ctx = new_session();
-        register_store(&ctx, "lake", self.lake.store.clone())?;
-        let files: Vec<String> = inputs.iter().map(|i| i.path.clone()).collect();
-        ctx.register_table(
-            "window_input",
-            parquet_table("lake", log_record_schema(), None, &files)?,
-        )?;
-        let out = engine::run_with(&ctx, &self.program, Some(seen), false).await?;
-        self.check_read_all(w, &inputs, &out).await?;
+        let out = self.compute(w, &inputs, Some(seen), false).await?;
         let (curated, _, dlq) = self.write_outputs(w, &id, &out).await?;
         failpoint::hit("increment.after_outputs");
         let mut keys = batch_keys(&out.curated)?;
@@ -582,6 +558,28 @@ impl Aggregator {
     /// the warehouse).
     pub async fn clear_increment(&self, w: Window, inc: &Increment) -> Result<()> {
         self.clear_pending(w, &inc.inputs).await
+    }
+
+    /// Runs the SQL program over these landing objects of `w` (dropping
+    /// the records whose keys `seen` holds; with or without the rollups),
+    /// and checks that it read every row of them.
+    async fn compute(
+        &self,
+        w: Window,
+        inputs: &[InputFile],
+        seen: Option<&KeySet>,
+        rollups: bool,
+    ) -> Result<EngineOutput> {
+        let ctx = new_session();
+        register_store(&ctx, "lake", self.lake.store.clone())?;
+        let files: Vec<String> = inputs.iter().map(|i| i.path.clone()).collect();
+        ctx.register_table(
+            "window_input",
+            parquet_table("lake", log_record_schema(), None, &files)?,
+        )?;
+        let out = engine::run_with(&ctx, &self.program, seen, rollups).await?;
+        self.check_read_all(w, inputs, &out).await?;
+        Ok(out)
     }
 
     /// The engine must have read every row the landing objects hold: a
