@@ -22,7 +22,7 @@
 //! ([`crate::failures`]); the run goes on with the others, and later runs
 //! try it again after a backoff.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -37,7 +37,7 @@ use logferry_core::ids::IdHasher;
 use logferry_core::ledger::{Holder, Lease, Ledger, Versioned};
 use logferry_core::partition::{Window, parse_partition};
 use logferry_core::records::{
-    AggregateRecord, Appended, ChainHead, Increment, WindowCounts, head_key, open_marker,
+    AggregateRecord, Appended, ChainHead, Increment, InputFile, WindowCounts, head_key, open_marker,
 };
 use logferry_core::schema::LOG_RECORDS_TABLE;
 use logferry_export::{ExportOutcome, Exporter, LoadState, PartitionId, Partitioning, SealRecord};
@@ -234,30 +234,55 @@ pub fn past_allowance(ctx: &Ctx, end: DateTime<Utc>, now: DateTime<Utc>) -> bool
     now >= end + allowance
 }
 
-/// The keys of open windows, kept between runs of a long-running process
-/// within a memory budget (least recently used out first).
+/// What a process knows of an open window's chain at one position: the
+/// keys of every record it holds, and the landing objects its full run and
+/// increments read (hashed), so that the next increment reads neither the
+/// chain nor its outputs again.
+#[derive(Debug)]
+struct ChainState {
+    keys: KeySet,
+    covered: KeySet,
+}
+
+impl ChainState {
+    fn bytes(&self) -> usize {
+        self.keys.bytes() + self.covered.bytes()
+    }
+
+    fn covers(&self, inputs: &[InputFile]) -> Result<Vec<bool>> {
+        let ks: Vec<u128> = inputs.iter().map(|i| input_key(&i.path)).collect();
+        Ok(self.covered.contains_keys(&ks)?)
+    }
+}
+
+fn input_key(path: &str) -> u128 {
+    logferry_aggregate::keys::key("", path)
+}
+
+/// The chain states of open windows, kept between runs of a long-running
+/// process within a memory budget (least recently used out first).
 #[derive(Debug, Default)]
 struct KeyCache {
     budget: usize,
-    /// Window → (chain position the keys are of, keys, last use).
-    entries: HashMap<Window, (String, KeySet, u64)>,
+    /// Window → (chain position the state is of, state, last use).
+    entries: HashMap<Window, (String, ChainState, u64)>,
     clock: u64,
 }
 
 impl KeyCache {
-    fn take(&mut self, w: Window, pos: &str) -> Option<KeySet> {
+    fn take(&mut self, w: Window, pos: &str) -> Option<ChainState> {
         match self.entries.remove(&w) {
-            Some((p, keys, _)) if p == pos => Some(keys),
+            Some((p, state, _)) if p == pos => Some(state),
             _ => None,
         }
     }
 
-    fn put(&mut self, w: Window, pos: String, keys: KeySet) {
-        if keys.bytes() > self.budget {
+    fn put(&mut self, w: Window, pos: String, state: ChainState) {
+        if state.bytes() > self.budget {
             return;
         }
         self.clock += 1;
-        self.entries.insert(w, (pos, keys, self.clock));
+        self.entries.insert(w, (pos, state, self.clock));
         while self
             .entries
             .values()
@@ -278,12 +303,12 @@ impl KeyCache {
     }
 }
 
-/// Where a window's chain stands: its full run and increments.
-fn chain_position(base: Option<&AggregateRecord>, last: Option<&Increment>) -> String {
+/// Where a window's chain stands: its full run and its last increment.
+fn chain_position(base: Option<&AggregateRecord>, last_id: Option<&str>) -> String {
     format!(
         "{}/{}",
         base.map_or("", |b| b.run_id.as_str()),
-        last.map_or("", |i| i.id.as_str())
+        last_id.unwrap_or_default()
     )
 }
 
@@ -770,63 +795,91 @@ impl Pipeline {
                 return self.full(w, held, false).await;
             }
         }
-        let (head, chain) = self.agg.current_chain(w, base.as_ref()).await?;
+        let head =
+            self.agg.head(w).await?.filter(|h| {
+                h.value.base_run_id.as_deref() == base.as_ref().map(|b| b.run_id.as_str())
+            });
         let mut appended = self
             .exp
             .appended(w)
             .await?
             .filter(|a| a.value.base_run_id == base.as_ref().map(|b| b.run_id.clone()));
         let done = appended.as_ref().map_or(0, |a| a.value.seq);
+        let seq = head.as_ref().map_or(0, |h| h.value.seq);
+        let last_id = head
+            .as_ref()
+            .filter(|h| h.value.seq > 0)
+            .map(|h| h.value.last_id.clone());
+        let pos = chain_position(base.as_ref(), last_id.as_deref());
         let mut report = WindowReport::new(w, AggregateStep::UpToDate, ExportStep::UpToDate);
         let et = Instant::now();
-        for inc in chain.iter().filter(|i| i.seq > done) {
-            if let Some(out) = self.append(w, inc, &mut appended).await? {
-                report.export = ExportStep::Appended;
-                report.load_jobs += u64::from(!out.already_loaded);
-                report.bytes_sent += out.bytes_sent;
+        let cached = self.keys.lock().await.take(w, &pos);
+        // This process's own last increment, appended: nothing to read.
+        // Otherwise (a restart, another replica's increments, an append
+        // that did not happen) the chain is read and finished first.
+        let mut state = match cached {
+            Some(state) if seq == done => state,
+            cached => {
+                let chain = match &head {
+                    Some(h) => self.agg.chain(w, &h.value).await?,
+                    None => Vec::new(),
+                };
+                for inc in chain.iter().filter(|i| i.seq > done) {
+                    if let Some(out) = self.append(w, inc, &mut appended).await? {
+                        report.export = ExportStep::Appended;
+                        report.load_jobs += u64::from(!out.already_loaded);
+                        report.bytes_sent += out.bytes_sent;
+                    }
+                    self.agg.clear_increment(w, inc).await?;
+                }
+                if let Some(last) = chain.last().filter(|l| l.seq == done) {
+                    // Its append was recorded; its markers may not be cleared.
+                    self.agg.clear_increment(w, last).await?;
+                }
+                let mut covered = KeySet::default();
+                covered.extend(
+                    base.iter()
+                        .flat_map(|b| b.inputs.iter())
+                        .chain(chain.iter().flat_map(|i| i.inputs.iter()))
+                        .map(|i| input_key(&i.path)),
+                )?;
+                let keys = match cached {
+                    Some(c) => c.keys,
+                    None => self.agg.keys(base.as_ref(), &chain).await?,
+                };
+                ChainState { keys, covered }
             }
-            self.agg.clear_increment(w, inc).await?;
-        }
-        if let Some(last) = chain.last().filter(|l| l.seq == done) {
-            // Its append was recorded; its markers may not be cleared.
-            self.agg.clear_increment(w, last).await?;
-        }
-        let covered: HashSet<&str> = base
-            .iter()
-            .flat_map(|b| b.inputs.iter())
-            .chain(chain.iter().flat_map(|i| i.inputs.iter()))
-            .map(|i| i.path.as_str())
-            .collect();
-        let (stale, new): (Vec<_>, Vec<_>) = self
-            .agg
-            .pending_inputs(w)
-            .await?
+        };
+        let pending = self.agg.pending_inputs(w).await?;
+        let covers = state.covers(&pending)?;
+        let (stale, new): (Vec<_>, Vec<_>) = pending
             .into_iter()
-            .partition(|i| covered.contains(i.path.as_str()));
+            .zip(covers)
+            .partition(|(_, covered)| *covered);
+        let stale: Vec<InputFile> = stale.into_iter().map(|(i, _)| i).collect();
+        let new: Vec<InputFile> = new.into_iter().map(|(i, _)| i).collect();
         if !stale.is_empty() {
             self.agg.clear_pending(w, &stale).await?;
         }
         if new.is_empty() {
+            self.keys.lock().await.put(w, pos, state);
             report.rows_loaded = appended.as_ref().map_or(0, |a| a.value.rows);
             return Ok(report);
         }
-        let pos = chain_position(base.as_ref(), chain.last());
-        let cached = self.keys.lock().await.take(w, &pos);
-        let mut keys = match cached {
-            Some(k) => k,
-            None => self.agg.keys(base.as_ref(), &chain).await?,
-        };
         let at = Instant::now();
         let done = self
             .agg
-            .increment(w, base.as_ref(), head.as_ref(), new, &keys)
+            .increment(w, base.as_ref(), head.as_ref(), new, &state.keys)
             .await?;
         report.aggregate_ms = at.elapsed().as_millis() as u64;
-        keys.extend(done.keys.iter().copied());
+        state.keys.extend(done.keys.iter().copied())?;
+        state
+            .covered
+            .extend(done.increment.inputs.iter().map(|i| input_key(&i.path)))?;
         self.keys.lock().await.put(
             w,
-            chain_position(base.as_ref(), Some(&done.increment)),
-            keys,
+            chain_position(base.as_ref(), Some(&done.increment.id)),
+            state,
         );
         held.renew().await?;
         let inc = &done.increment;

@@ -114,8 +114,13 @@ fn unseen(batches: Vec<RecordBatch>, seen: &KeySet) -> Result<Vec<RecordBatch>> 
             .as_string::<i32>()
             .clone();
         let events = b.column(s.index_of("event_id")?).as_string::<i32>().clone();
-        let keep: arrow::array::BooleanArray = (0..b.num_rows())
-            .map(|i| Some(!seen.contains(tenants.value(i), events.value(i))))
+        let keys: Vec<u128> = (0..b.num_rows())
+            .map(|i| crate::keys::key(tenants.value(i), events.value(i)))
+            .collect();
+        let keep: arrow::array::BooleanArray = seen
+            .contains_keys(&keys)?
+            .into_iter()
+            .map(|held| Some(!held))
             .collect();
         out.push(arrow::compute::filter_record_batch(&b, &keep)?);
     }

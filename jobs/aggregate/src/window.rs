@@ -531,7 +531,7 @@ impl Aggregator {
             paths.extend(inc.outputs().map(|f| f.path.clone()));
         }
         let mut set = KeySet::default();
-        set.extend(crate::keys::read_keys(&self.lake.store, &paths).await?);
+        crate::keys::read_keys(&self.lake.store, &paths, &mut set).await?;
         Ok(set)
     }
 
