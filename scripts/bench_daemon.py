@@ -212,7 +212,7 @@ def bench(bin_, work, rate, seconds, warmup, tenants):
         "fed": fed["records"],
         "fed_per_s": fed["records"] / fed["seconds"],
         "loaded_per_s": (loaded1 - loaded0) / (t_fed - t_warm),
-        "backlog_at_end": fed["records"] - loaded_at_end - r["totals"]["duplicates"],
+        "backlog_at_end": int(fed["records"] - loaded_at_end - r["totals"]["duplicates"]),
         "drain_s": t_drained - t_fed,
         "p50": quantile(window, 0.50),
         "p95": quantile(window, 0.95),

@@ -407,19 +407,18 @@ impl Pipeline {
 
     /// Windows with pending markers (unprocessed landing objects).
     pub async fn pending_windows(&self) -> Result<BTreeSet<Window>> {
-        let mut out = BTreeSet::new();
-        for key in self.ledger.list("pending").await? {
-            if let Some(w) = parse_partition(&object_store::path::Path::from(key.as_str())).window {
-                out.insert(w);
-            }
-        }
-        Ok(out)
+        self.windows_under("pending").await
     }
 
     /// Windows with a chain of increments not yet replaced by a full run.
     pub async fn open_windows(&self) -> Result<BTreeSet<Window>> {
+        self.windows_under("open").await
+    }
+
+    /// The windows of the ledger's partition keys under `prefix`.
+    async fn windows_under(&self, prefix: &str) -> Result<BTreeSet<Window>> {
         let mut out = BTreeSet::new();
-        for key in self.ledger.list("open").await? {
+        for key in self.ledger.list(prefix).await? {
             if let Some(w) = parse_partition(&object_store::path::Path::from(key.as_str())).window {
                 out.insert(w);
             }

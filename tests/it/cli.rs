@@ -3,7 +3,7 @@
 use std::process::{Command, Stdio};
 
 use crate::common::*;
-use crate::procs::{logferry, strings};
+use crate::procs::{logferry, step_ok, strings};
 
 fn bin() -> Command {
     // The emulator environment (scripts/test.sh exports it) must not leak
@@ -229,4 +229,63 @@ fn forward_memory_stays_flat_as_input_grows() {
         (b as f64) < 1.3 * s as f64 + 8192.0,
         "peak RSS grew with the input: {s} KiB for 8k records, {b} KiB for 32k"
     );
+}
+
+/// A window of thousands of objects (a daemon's inbox at one object a
+/// second) is read with a bounded number of open files: queries over it
+/// run under a descriptor limit far below its object count.
+#[test]
+fn many_objects_are_read_within_a_small_file_limit() {
+    let env = Env::new("");
+    let w = env.generate(&Env::spec(600, 31), "in");
+    step_ok(
+        &env,
+        &strings(&["forward", "--input", &w.ndjson.to_string_lossy()]),
+    );
+    let count = |limit: Option<u32>| -> (bool, String) {
+        let inner = on(
+            &env,
+            &["sql", "--format", "csv", "SELECT count(*) FROM landing"],
+        );
+        let mut c = Command::new("sh");
+        let script = match limit {
+            Some(n) => format!("ulimit -n {n} && exec \"$@\""),
+            None => "exec \"$@\"".into(),
+        };
+        c.arg("-c").arg(script).arg("sh").arg(inner.get_program());
+        c.args(inner.get_args());
+        for (k, v) in inner.get_envs() {
+            match v {
+                Some(v) => c.env(k, v),
+                None => c.env_remove(k),
+            };
+        }
+        let out = c.output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let (ok, before) = count(None);
+    assert!(ok, "{before}");
+    let n0: u64 = before.lines().nth(1).unwrap().trim().parse().unwrap();
+    let files = parquet_files(&env.data_dir().join("lake/landing"));
+    assert!(!files.is_empty());
+    let copies = 1500usize.div_ceil(files.len());
+    for f in &files {
+        for i in 0..copies {
+            let name = format!("copy{i:04}-{}", f.file_name().unwrap().to_string_lossy());
+            std::fs::copy(f, f.with_file_name(name)).unwrap();
+        }
+    }
+    let (ok, after) = count(Some(128));
+    assert!(
+        ok,
+        "{} objects under ulimit -n 128: {after}",
+        files.len() * (copies + 1)
+    );
+    let n: u64 = after.lines().nth(1).unwrap().trim().parse().unwrap();
+    assert_eq!(n, n0 * (copies as u64 + 1));
 }

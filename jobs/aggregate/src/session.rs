@@ -13,6 +13,7 @@ use datafusion::datasource::listing::{
 };
 use datafusion::prelude::{SessionConfig, SessionContext};
 use object_store::ObjectStore;
+use object_store::limit::LimitStore;
 use url::Url;
 
 use crate::error::{Error, Result};
@@ -40,11 +41,18 @@ pub fn new_session() -> SessionContext {
     SessionContext::new_with_config(config)
 }
 
-/// Registers a store under [`store_url`]`(name)`.
+/// Requests a query has in flight on one store at most. A table over an
+/// explicit list of objects asks for each object's metadata at once: a
+/// window of thousands of objects would otherwise hold as many files open
+/// (the local store) or connections (S3) as it has objects.
+pub const MAX_STORE_REQUESTS: usize = 32;
+
+/// Registers a store under [`store_url`]`(name)`, with at most
+/// [`MAX_STORE_REQUESTS`] requests in flight.
 pub fn register_store(ctx: &SessionContext, name: &str, store: Arc<dyn ObjectStore>) -> Result<()> {
     let url = Url::parse(&store_url(name))
         .map_err(|e| Error::Internal(format!("store URL for {name}: {e}")))?;
-    ctx.register_object_store(&url, store);
+    ctx.register_object_store(&url, Arc::new(LimitStore::new(store, MAX_STORE_REQUESTS)));
     Ok(())
 }
 
