@@ -221,6 +221,10 @@ def bench(bin_, work, rate, seconds, warmup, tenants):
         "rss_peak": max((x for _, x in samples), default=0) / 1024,
         "rss_first": mean(after[:third]),
         "rss_last": mean(after[-third:]),
+        "rss_by_minute": [
+            round(mean([s for s in after if t_warm + 60 * m <= s[0] < t_warm + 60 * (m + 1)]), 1)
+            for m in range(int((after[-1][0] - t_warm) // 60) + 1 if after else 0)
+        ],
         "runs_ok": schedule_ok,
         "runs_skipped": skipped,
         "runs_failed": failed,
@@ -259,6 +263,9 @@ def main():
               f"{x['p95']:.2f} | {x['p99']:.2f} | {'met' if meets else 'MISSED'} (5) | "
               f"{x['backlog_at_end']} | {x['rss_first']:.0f} | {x['rss_last']:.0f} | "
               f"{x['rss_peak']:.0f} | {x['runs_ok']:.0f}/{x['runs_skipped']:.0f}/{x['runs_failed']:.0f} |")
+    for x in rows:
+        print(f"\nRSS MiB by minute after warm-up, {x['rate']}/s: "
+              + " ".join(f"{v:.0f}" for v in x["rss_by_minute"]))
     with open(os.path.join(a.work, "bench-daemon.json"), "w") as f:
         json.dump(rows, f, indent=2)
     print(f"\n(full figures: {os.path.join(a.work, 'bench-daemon.json')})")
