@@ -265,7 +265,7 @@ fn the_daemon_follows_its_inbox_on_schedule_and_says_how_it_is() {
     let (code, body) = d.get("/healthz");
     assert_eq!(code, 200, "{body}");
     for f in &files {
-        drop_into(&inbox, &f);
+        drop_into(&inbox, f);
         std::thread::sleep(Duration::from_millis(300));
     }
     // Names to be ignored: in progress (.) and temporary (_) files, and
@@ -363,7 +363,7 @@ fn two_daemons_on_one_lake_do_each_piece_of_work_once() {
     let a = Daemon::start(&env, &[]);
     let b = Daemon::start(&env, &[]);
     for f in &files {
-        drop_into(&inbox, &f);
+        drop_into(&inbox, f);
         std::thread::sleep(Duration::from_millis(200));
     }
     wait_drained(&env, rows, Duration::from_secs(120));
