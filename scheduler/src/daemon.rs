@@ -189,6 +189,10 @@ async fn serve_metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
     )
 }
 
+/// What a stopping daemon waits at most for aborted tasks to end (past its
+/// shutdown deadline), and for its HTTP connections to close.
+const AFTER_DEADLINE: Duration = Duration::from_millis(300);
+
 /// What the daemon did, when it stops.
 #[derive(Debug, Clone, Serialize)]
 pub struct DaemonReport {
@@ -340,7 +344,7 @@ pub async fn run(
                 tasks.abort_all();
                 // A task stuck in blocking code does not see its abort:
                 // it is not waited for.
-                let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                let _ = tokio::time::timeout(AFTER_DEADLINE, async {
                     while tasks.join_next().await.is_some() {}
                 })
                 .await;
@@ -349,7 +353,15 @@ pub async fn run(
         }
     }
     let leases = logferry_core::ledger::release_held().await;
-    let _ = tokio::time::timeout(Duration::from_secs(2), http).await;
+    // The HTTP server stopped accepting at the stop; a request still being
+    // answered gets a moment, then the connection is cut.
+    let mut http = http;
+    if tokio::time::timeout(AFTER_DEADLINE, &mut http)
+        .await
+        .is_err()
+    {
+        http.abort();
+    }
     tracing::info!(abandoned, leases, "logferry daemon stopped.");
     let schedules = shared.health().schedules;
     Ok(DaemonReport {

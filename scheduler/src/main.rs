@@ -507,8 +507,9 @@ fn main() -> ExitCode {
         }
     };
     // Work abandoned at a shutdown deadline may sit in blocking code: the
-    // process does not wait for it.
-    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    // process does not wait for it (the daemon's exit stays within a second
+    // of its deadline).
+    runtime.shutdown_timeout(std::time::Duration::from_millis(300));
     let faults = logferry_core::faults::injected();
     if faults > 0 {
         eprintln!("logferry: {faults} storage faults injected (LOGFERRY_FAULT_RATE)");

@@ -403,8 +403,10 @@ fn sigterm_drains_within_the_deadline() {
     }
     let (status, took, log) = d.term();
     assert!(status.success(), "{status}: {log}");
+    eprintln!("SIGTERM to exit: {took:?}");
+    // The deadline (2 s), and at most a second past it.
     assert!(
-        took < Duration::from_secs(4),
+        took < Duration::from_millis(3500),
         "took {took:?} to stop:\n{log}"
     );
     assert!(log.contains("abandon"), "{log}");
