@@ -38,13 +38,15 @@ with open(out, "w") as f:
     for start, block in blocks:
         f.write(f"# README.md line {start}\n")
         for line in block:
+            # The README's own /tmp paths first: the repository and the
+            # scratch directory may themselves be under /tmp.
+            line = line.replace("/tmp/", work + "/tmp/")
             line = line.replace("cargo run --release -p logferry",
                                 f"cargo run --quiet --manifest-path {q(repo + '/Cargo.toml')} -p logferry")
             line = line.replace("./target/release/logferry", q(bin_))
             line = re.sub(r"--records \d+", f"--records {records}", line)
             if re.search(r"\bdemo\b", line) and "--records" not in line and not line.lstrip().startswith("#"):
                 line = line.rstrip() + f" --records {records}"
-            line = line.replace("/tmp/", work + "/tmp/")
             f.write(line + "\n")
 print(f"{len(blocks)} README block(s), {sum(len(b) for _, b in blocks)} lines", file=sys.stderr)
 PY
