@@ -213,16 +213,13 @@ impl Aggregator {
         if prev.value.run_id == run_id {
             return Ok(Outcome::UpToDate(prev.value));
         }
-        let out = self.compute(w, &mine, None, true).await?;
+        let mut out = self.compute(w, &mine, None, true).await?;
         // Rollups are written below, merged with the other tenants' rows.
-        let own = EngineOutput {
-            rollups: Vec::new(),
-            ..out.clone()
-        };
-        let (curated, _, dlq) = self.write_outputs(w, &run_id, &own).await?;
+        let computed = std::mem::take(&mut out.rollups);
+        let (curated, _, dlq) = self.write_outputs(w, &run_id, &out).await?;
         // Rollup rows of the other tenants come from the committed run.
         let mut rollups = Vec::new();
-        for r in &out.rollups {
+        for r in &computed {
             let mut batches: Vec<RecordBatch> = Vec::new();
             for f in prev
                 .value
