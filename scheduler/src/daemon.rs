@@ -36,9 +36,7 @@ use logferry_forward::kinesis::StreamHealth;
 use crate::context::Ctx;
 use crate::error::{Error, Result};
 use crate::inbox::Inbox;
-use crate::metrics::{
-    Metrics, OutcomeLabels, ScheduleLabels, ScheduleName, ShardLabels, StreamLabels,
-};
+use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 
 /// How one schedule is doing.
@@ -73,6 +71,8 @@ struct Shared {
     metrics: Arc<Metrics>,
     /// Stream restarts already counted in the metrics.
     restarts_seen: std::sync::Mutex<BTreeMap<String, u64>>,
+    /// daemon.memory_budget, bytes.
+    memory_budget: u64,
 }
 
 /// The body of `/healthz` and `/readyz`.
@@ -135,6 +135,33 @@ impl Shared {
         }
     }
 
+    /// Brings the gauges read from elsewhere up to date: stream health and
+    /// source lag, memory.
+    fn sample(&self) {
+        if let Some(streams) = &self.streams {
+            for (stream, st) in streams.snapshot() {
+                self.metrics
+                    .set("stream_up", &[&stream], f64::from(u8::from(st.up)));
+                let seen = {
+                    let mut seen = self.restarts_seen.lock().unwrap_or_else(|e| e.into_inner());
+                    let before = seen.insert(stream.clone(), st.restarts).unwrap_or(0);
+                    st.restarts.saturating_sub(before)
+                };
+                self.metrics.inc("stream_restarts", &[&stream], seen);
+                for (shard, lag) in st.lag_ms {
+                    self.metrics.lag(&stream, &shard, lag as f64);
+                }
+            }
+        }
+        if let Some(rss) = crate::metrics::rss_bytes() {
+            let budget = self.memory_budget as f64;
+            self.metrics.set("memory_in_use", &[], rss as f64);
+            self.metrics.set("memory_budget", &[], budget);
+            self.metrics
+                .set("memory_pressure", &[], rss as f64 / budget.max(1.0));
+        }
+    }
+
     fn set_schedule(&self, name: &str, f: impl FnOnce(&mut ScheduleState)) {
         let mut all = self.schedules.lock().unwrap_or_else(|e| e.into_inner());
         f(all.entry(name.to_string()).or_default());
@@ -156,37 +183,34 @@ async fn readyz(State(s): State<Arc<Shared>>) -> impl IntoResponse {
     (code, axum::Json(h))
 }
 
-async fn serve_metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
-    if let Some(streams) = &s.streams {
-        for (stream, st) in streams.snapshot() {
-            let l = StreamLabels {
-                stream: stream.clone(),
-            };
-            s.metrics.stream_up.get_or_create(&l).set(i64::from(st.up));
-            let seen = {
-                let mut seen = s.restarts_seen.lock().unwrap_or_else(|e| e.into_inner());
-                let before = seen.insert(stream.clone(), st.restarts).unwrap_or(0);
-                st.restarts.saturating_sub(before)
-            };
-            s.metrics.stream_restarts.get_or_create(&l).inc_by(seen);
-            for (shard, lag) in st.lag_ms {
-                s.metrics
-                    .source_lag
-                    .get_or_create(&ShardLabels {
-                        stream: stream.clone(),
-                        shard,
-                    })
-                    .set(lag);
-            }
-        }
+async fn serve_metrics(
+    State(s): State<Arc<Shared>>,
+    headers: axum::http::HeaderMap,
+) -> impl IntoResponse {
+    s.sample();
+    // OpenMetrics for scrapers that ask for it (Prometheus does), the
+    // classic text format otherwise.
+    let open = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/openmetrics-text"));
+    if open {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            s.metrics.encode(),
+        )
+    } else {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            s.metrics.encode_prometheus(),
+        )
     }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        s.metrics.encode(),
-    )
 }
 
 /// What a stopping daemon waits at most for aborted tasks to end (past its
@@ -211,6 +235,8 @@ pub struct DaemonReport {
 pub struct DaemonOptions {
     /// Where `/healthz`, `/readyz` and `/metrics` are served.
     pub listen: SocketAddr,
+    /// The metrics to count into (a new set when `None`).
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 /// Runs the daemon until `stop` (SIGTERM/SIGINT when `signals`).
@@ -230,7 +256,10 @@ pub async fn run(
     if signals {
         crate::forward::stop_on_signals(stop.clone());
     }
-    let metrics = Arc::new(Metrics::new());
+    let metrics = opts
+        .metrics
+        .clone()
+        .unwrap_or_else(|| Arc::new(Metrics::new(settings.daemon.metrics_window, settings.kpi)));
     let pipeline = Arc::new(
         Pipeline::new(&ctx)?
             .with_metrics(metrics.clone())
@@ -256,8 +285,19 @@ pub async fn run(
         inbox_error: std::sync::Mutex::new(None),
         metrics: metrics.clone(),
         restarts_seen: std::sync::Mutex::new(BTreeMap::new()),
+        memory_budget: settings.daemon.memory_budget,
     });
 
+    // Counters start at zero for every label set known up front, so that
+    // rates and alerts see them before the first event.
+    for outcome in ["forwarded", "failed", "corrupt"] {
+        metrics.inc("inbox_objects", &[outcome], 0);
+    }
+    for s in &settings.schedules {
+        for outcome in ["ok", "failed", "skipped"] {
+            metrics.inc("schedule_runs", &[&s.name, outcome], 0);
+        }
+    }
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .map_err(|e| Error::Config(format!("daemon.listen {}: {e}", opts.listen)))?;
@@ -298,6 +338,10 @@ pub async fn run(
                 Err(e) => tracing::error!(error = %e, "Kinesis forwarding stopped."),
             }
         });
+    }
+    {
+        let (stop, ctx, shared) = (stop.clone(), ctx.clone(), shared.clone());
+        tasks.spawn(async move { sample_loop(ctx, stop, shared).await });
     }
     {
         let inbox = Inbox::open(&ctx)?;
@@ -372,6 +416,55 @@ pub async fn run(
     })
 }
 
+/// Keeps a [`crate::measure::Sample`] of source lag and memory in the
+/// ledger every minute, and one at the stop, for `logferry kpi` and
+/// `logferry report`.
+async fn sample_loop(ctx: Ctx, stop: Arc<AtomicBool>, shared: Arc<Shared>) {
+    let ledger = ctx.ledger();
+    let holder = logferry_core::ledger::Holder::this_process();
+    let mut last = Instant::now();
+    loop {
+        let stopping = stop.load(Ordering::Relaxed);
+        if stopping || last.elapsed() >= crate::measure::SAMPLE_EVERY {
+            last = Instant::now();
+            shared.sample();
+            let lag_ms = shared
+                .streams
+                .as_ref()
+                .map(|s| {
+                    s.snapshot()
+                        .into_iter()
+                        .flat_map(|(stream, st)| {
+                            st.lag_ms
+                                .into_iter()
+                                .map(move |(shard, ms)| (format!("{stream}/{shard}"), ms))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let now = Utc::now();
+            let sample = crate::measure::Sample {
+                at: now,
+                lag_ms,
+                rss_bytes: crate::metrics::rss_bytes().unwrap_or(0),
+                memory_budget: shared.memory_budget,
+            };
+            let name = format!(
+                "runs/daemon/{}-{}.json",
+                now.format("%Y%m%dT%H%M%SZ"),
+                &logferry_core::ids::hash_hex(holder.id.as_bytes())[..8]
+            );
+            if let Err(e) = ledger.put_once(&name, &sample).await {
+                tracing::warn!(error = %e, "Could not keep the daemon's sample.");
+            }
+        }
+        if stopping {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 async fn inbox_loop(inbox: Inbox, ctx: Ctx, stop: Arc<AtomicBool>, shared: Arc<Shared>) {
     let interval = ctx.settings.daemon.inbox_interval;
     while !stop.load(Ordering::Relaxed) {
@@ -380,19 +473,16 @@ async fn inbox_loop(inbox: Inbox, ctx: Ctx, stop: Arc<AtomicBool>, shared: Arc<S
             Ok(r) => {
                 *shared.inbox_error.lock().unwrap_or_else(|e| e.into_inner()) =
                     r.failed.first().map(|(n, e)| format!("{n}: {e}"));
+                let store = store_kind(&ctx.settings.lake_url);
                 for f in &r.forwarded {
-                    shared.metrics.forwarded(&f.decode);
+                    shared.metrics.forward_report(f, store);
                 }
                 for (outcome, n) in [
                     ("forwarded", r.forwarded.len() as u64),
                     ("failed", r.failed.len() as u64),
                     ("corrupt", r.corrupt),
                 ] {
-                    shared
-                        .metrics
-                        .inbox_objects
-                        .get_or_create(&OutcomeLabels { outcome })
-                        .inc_by(n);
+                    shared.metrics.inc("inbox_objects", &[outcome], n);
                 }
             }
             Err(e) => {
@@ -405,6 +495,17 @@ async fn inbox_loop(inbox: Inbox, ctx: Ctx, stop: Arc<AtomicBool>, shared: Arc<S
         while Instant::now() < until && !stop.load(Ordering::Relaxed) {
             tokio::time::sleep(Duration::from_millis(50).min(until - Instant::now())).await;
         }
+    }
+}
+
+/// The `store` label of a location: `s3`, `gcs` or `local`.
+pub fn store_kind(url: &str) -> &'static str {
+    if url.starts_with("s3://") {
+        "s3"
+    } else if url.starts_with("gs://") {
+        "gcs"
+    } else {
+        "local"
     }
 }
 
@@ -446,12 +547,7 @@ async fn schedule_loop(
                 shared.set_schedule(&s.name, |st| st.skipped += 1);
                 shared
                     .metrics
-                    .schedule_runs
-                    .get_or_create(&ScheduleLabels {
-                        schedule: s.name.clone(),
-                        outcome: "skipped",
-                    })
-                    .inc();
+                    .inc("schedule_runs", &[&s.name, "skipped"], 1);
                 continue;
             }
             let p = if s.job == Job::Backfill {
@@ -498,20 +594,13 @@ async fn schedule_loop(
                 }
                 shared
                     .metrics
-                    .schedule_runs
-                    .get_or_create(&ScheduleLabels {
-                        schedule: s.name.clone(),
-                        outcome,
-                    })
-                    .inc();
+                    .inc("schedule_runs", &[&s.name, outcome], 1);
                 if outcome == "ok" {
-                    shared
-                        .metrics
-                        .schedule_last_success
-                        .get_or_create(&ScheduleName {
-                            schedule: s.name.clone(),
-                        })
-                        .set(Utc::now().timestamp_millis() as f64 / 1000.0);
+                    shared.metrics.set(
+                        "schedule_last_success",
+                        &[&s.name],
+                        Utc::now().timestamp_millis() as f64 / 1000.0,
+                    );
                 }
                 shared.set_schedule(&s.name, |st| {
                     st.running = false;

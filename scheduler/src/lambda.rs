@@ -33,6 +33,9 @@ use logferry_forward::batcher::{ChunkSink, DecodeStats};
 use logferry_forward::decode::{Decoder, ItemCtx, Pos};
 use logferry_forward::kinesis::land;
 
+use logferry_observe::Component;
+use logferry_observe::emf::Emf;
+
 use crate::context::Ctx;
 use crate::error::{Error, Result};
 
@@ -219,15 +222,128 @@ pub async fn handle_job(ctx: &Ctx, event: &Value) -> Result<crate::jobs::JobRepo
     }
 }
 
-/// Any event: dispatches on its shape and returns the response body. A
-/// job whose run failed returns an error, so that Lambda reports (and
-/// EventBridge retries) it.
+/// Any event: dispatches on its shape and returns the response body, after
+/// printing its metrics as CloudWatch Embedded Metric Format lines on
+/// standard output. A job whose run failed returns an error, so that Lambda
+/// reports (and EventBridge retries) it.
 pub async fn handle(ctx: &Ctx, event: Value) -> Result<Value> {
-    match kind(&event) {
-        Some(EventKind::Logs) => Ok(serde_json::to_value(handle_logs(ctx, &event).await?)?),
-        Some(EventKind::Kinesis) => Ok(serde_json::to_value(handle_kinesis(ctx, &event).await?)?),
+    let (result, lines) = handle_measured(ctx, event).await;
+    for l in lines {
+        println!("{l}");
+    }
+    result
+}
+
+/// Like [`handle`], returning the EMF lines instead of printing them.
+pub async fn handle_measured(ctx: &Ctx, event: Value) -> (Result<Value>, Vec<String>) {
+    let t0 = std::time::Instant::now();
+    let kind = kind(&event);
+    let mut emf = Vec::new();
+    let result = dispatch(ctx, kind, &event, &mut emf).await;
+    let handler = match kind {
+        Some(EventKind::Logs) => "Logs",
+        Some(EventKind::Kinesis) => "Kinesis",
+        Some(EventKind::Job) => "Job",
+        Some(EventKind::Schedule) => "Schedule",
+        None => "Unknown",
+    };
+    let component = match kind {
+        Some(EventKind::Logs | EventKind::Kinesis) | None => Component::Forward,
+        _ => Component::Pipeline,
+    };
+    emf.push(
+        Emf::new(
+            &ctx.settings.metrics.namespace,
+            component,
+            &ctx.settings.metrics.environment,
+            None,
+        )
+        .metric(
+            "lambda_invocations",
+            if result.is_ok() { "Ok" } else { "Failed" },
+            1.0,
+        )
+        .metric("stage_duration", "", t0.elapsed().as_secs_f64())
+        .metric("lambda_invocations", handler, 1.0),
+    );
+    let at = Utc::now().timestamp_millis();
+    (result, emf.iter().map(|e| e.line(at)).collect())
+}
+
+/// 100 values, each standing for a hundredth of the records: what CloudWatch
+/// computes percentiles over.
+fn hundredths(h: &logferry_observe::Histo) -> Vec<f64> {
+    (1..=100)
+        .filter_map(|i| h.quantile(f64::from(i) / 100.0))
+        .map(|ms| ms / 1000.0)
+        .collect()
+}
+
+async fn dispatch(
+    ctx: &Ctx,
+    kind: Option<EventKind>,
+    event: &Value,
+    emf: &mut Vec<Emf>,
+) -> Result<Value> {
+    let m = &ctx.settings.metrics;
+    let doc =
+        |c: Component, tenant: Option<&str>| Emf::new(&m.namespace, c, &m.environment, tenant);
+    match kind {
+        Some(EventKind::Logs) => {
+            let out = handle_logs(ctx, event).await?;
+            for (tenant, c) in &out.decode.tenants {
+                emf.push(
+                    doc(Component::Forward, Some(tenant))
+                        .metric("records", "Received", c.received as f64)
+                        .metric("records", "Accepted", c.accepted as f64)
+                        .metric("records", "DeadLettered", c.dead_lettered as f64),
+                );
+            }
+            emf.push(doc(Component::Forward, None).metric(
+                "batch_size",
+                "",
+                out.decode.received as f64,
+            ));
+            Ok(serde_json::to_value(out)?)
+        }
+        Some(EventKind::Kinesis) => {
+            let n = event
+                .pointer("/Records")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
+            // Lambda's IteratorAge: how long the oldest record waited.
+            let oldest = event
+                .pointer("/Records")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r.pointer("/kinesis/approximateArrivalTimestamp"))
+                .filter_map(Value::as_f64)
+                .reduce(f64::min);
+            let out = handle_kinesis(ctx, event).await?;
+            let mut d = doc(Component::TenantStreams, None);
+            if let Some(t) = oldest {
+                let age_ms = (Utc::now().timestamp_millis() as f64 - t * 1000.0).max(0.0);
+                d = d.metric("source_lag", "", age_ms);
+                emf.push(d);
+            }
+            emf.push(
+                doc(Component::Forward, None)
+                    .metric("batch_size", "", n as f64)
+                    .metric("records", "Received", n as f64)
+                    .metric(
+                        "records",
+                        "BatchItemFailures",
+                        out.batch_item_failures.len() as f64,
+                    ),
+            );
+            Ok(serde_json::to_value(out)?)
+        }
         Some(EventKind::Job) => {
-            let r = handle_job(ctx, &event).await?;
+            let r = handle_job(ctx, event).await?;
+            if let Some(run) = &r.run {
+                run_metrics(ctx, run, emf);
+            }
             let body = serde_json::to_value(r.summary())?;
             if r.failed() {
                 return Err(Error::Fatal(format!("job failed: {body}")));
@@ -235,7 +351,8 @@ pub async fn handle(ctx: &Ctx, event: Value) -> Result<Value> {
             Ok(body)
         }
         Some(EventKind::Schedule) => {
-            let r = handle_schedule(ctx, &event).await?;
+            let r = handle_schedule(ctx, event).await?;
+            run_metrics(ctx, &r, emf);
             Ok(serde_json::json!({
                 "windows": r.windows.len(),
                 "worked": r.worked(),
@@ -249,6 +366,49 @@ pub async fn handle(ctx: &Ctx, event: Value) -> Result<Value> {
                 .into(),
         )),
     }
+}
+
+/// EMF documents of a run: per tenant the rows made queryable and their
+/// end-to-end latencies; the aggregate and export times and bytes shipped.
+fn run_metrics(ctx: &Ctx, r: &crate::pipeline::RunReport, emf: &mut Vec<Emf>) {
+    let m = &ctx.settings.metrics;
+    let mut by_tenant: std::collections::BTreeMap<&str, logferry_observe::Histo> =
+        Default::default();
+    for w in &r.windows {
+        for (t, l) in &w.latency {
+            by_tenant.entry(t).or_default().merge(&l.event);
+        }
+    }
+    for (t, h) in &by_tenant {
+        let mut d = Emf::new(&m.namespace, Component::Pipeline, &m.environment, Some(t)).metric(
+            "records",
+            "Loaded",
+            h.count as f64,
+        );
+        let values = hundredths(h);
+        if !values.is_empty() {
+            d = d.metric_values("end_to_end_latency", values);
+        }
+        emf.push(d);
+    }
+    let worked: Vec<_> = r.windows.iter().filter(|w| w.worked()).collect();
+    if worked.is_empty() {
+        return;
+    }
+    let sum =
+        |f: fn(&crate::pipeline::WindowReport) -> u64| worked.iter().map(|w| f(w)).sum::<u64>();
+    emf.push(
+        Emf::new(&m.namespace, Component::Aggregate, &m.environment, None).metric(
+            "merge_duration",
+            "",
+            sum(|w| w.aggregate_ms) as f64 / 1000.0,
+        ),
+    );
+    emf.push(
+        Emf::new(&m.namespace, Component::Export, &m.environment, None)
+            .metric("export_duration", "", sum(|w| w.export_ms) as f64 / 1000.0)
+            .metric("transit", "", sum(|w| w.bytes_sent) as f64),
+    );
 }
 
 /// base64 of gzip of `json`: how CloudWatch Logs wraps a subscription

@@ -10,7 +10,7 @@ use clap::Parser;
 use logferry::cli::{self, Cli, Command, DlqCommand, InputFormat, ScheduleCommand, print};
 use logferry::context::Ctx;
 use logferry::error::{Error, ErrorKind, Result};
-use logferry::{backfill, demo, dlq, forward, pipeline, reconcile, sql, status};
+use logferry::{backfill, demo, dlq, forward, measure, pipeline, reconcile, sql, status};
 use logferry_core::partition::Window;
 
 /// Logs go to stderr at `warn` (a service, the daemon: `info`), `-v`
@@ -262,9 +262,16 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             let ctx = Ctx::open(g).await?;
             let listen = listen.unwrap_or(ctx.settings.daemon.listen);
             let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let r =
-                logferry::daemon::run(ctx, logferry::daemon::DaemonOptions { listen }, stop, true)
-                    .await?;
+            let r = logferry::daemon::run(
+                ctx,
+                logferry::daemon::DaemonOptions {
+                    listen,
+                    metrics: None,
+                },
+                stop,
+                true,
+            )
+            .await?;
             if !quiet {
                 eprintln!(
                     "logferry daemon: stopped after {} s{}",
@@ -362,13 +369,89 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                     today.insert(t.clone(), left);
                 }
             }
+            // What the last day cost, and the latency the load job quota
+            // puts a floor under on real BigQuery.
+            let m =
+                measure::measured(&ctx, chrono::Utc::now() - chrono::Duration::hours(24)).await?;
+            let cost = measure::cost(&ctx, &m).await?;
+            let projection = logferry::planner::projection(&plan, &cost);
             if *json {
-                print_json(&serde_json::json!({"plan": plan, "jobs_left_today": today}))?;
+                print_json(&serde_json::json!({
+                    "plan": plan,
+                    "jobs_left_today": today,
+                    "projection": projection,
+                }))?;
             } else {
                 print::plan(&plan, &today);
+                print::projection(&projection);
             }
             Ok(status_of(plan.refusals.is_empty()))
         }
+        Command::Kpi { since, json } => {
+            let ctx = Ctx::open(g).await?;
+            let from = chrono::Utc::now() - measure::parse_since(since)?;
+            let m = measure::measured(&ctx, from).await?;
+            let cost = measure::cost(&ctx, &m).await?;
+            let kpis = logferry_observe::kpi::evaluate(&m.kpi_inputs(&cost), &ctx.settings.kpi);
+            if *json {
+                print_json(&kpis)?;
+            } else {
+                print::kpis(since, &kpis);
+            }
+            let breach = kpis
+                .iter()
+                .any(|k| k.status == logferry_observe::KpiStatus::Fail);
+            Ok(status_of(!breach))
+        }
+        Command::Cost { since, json } => {
+            let ctx = Ctx::open(g).await?;
+            let from = chrono::Utc::now() - measure::parse_since(since)?;
+            let m = measure::measured(&ctx, from).await?;
+            let cost = measure::cost(&ctx, &m).await?;
+            if *json {
+                print_json(&serde_json::json!({
+                    "cost": cost,
+                    "prices": ctx.settings.cost.prices,
+                }))?;
+            } else {
+                print::cost(since, &cost);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Report { since, out } => {
+            let ctx = Ctx::open(g).await?;
+            let from = chrono::Utc::now() - measure::parse_since(since)?;
+            let m = measure::measured(&ctx, from).await?;
+            let cost = measure::cost(&ctx, &m).await?;
+            let kpis = logferry_observe::kpi::evaluate(&m.kpi_inputs(&cost), &ctx.settings.kpi);
+            let mut data = m.report_data(&kpis, &cost, &ctx.settings.kpi);
+            data.title = format!("logferry: the last {since}");
+            let html = logferry_observe::report::render_html(&data);
+            std::fs::write(out, html).map_err(|e| Error::io(out.display(), e))?;
+            if !quiet {
+                eprintln!("wrote {}", out.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Dashboards { what } => {
+            let ctx = Ctx::open(g).await?;
+            let input = logferry::dashboards::input(&ctx);
+            use logferry_observe::dashboards as d;
+            let text = if what.catalog {
+                print::catalog()
+            } else if what.cloudwatch {
+                serde_json::to_string_pretty(&d::cloudwatch_dashboard(&input))?
+            } else if what.gcp {
+                serde_json::to_string_pretty(&d::gcp_dashboard(&input))?
+            } else if what.alerts {
+                d::prometheus_alerts(&input)
+            } else {
+                d::cloudwatch_alarms(&input)
+            };
+            println!("{}", text.trim_end());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Loadtest(a) => logferry::loadtest::main(g, a, quiet).await,
         Command::Backfill(a) => {
             let ctx = Ctx::open(g).await?;
             let p = pipeline::Pipeline::new(&ctx)?;

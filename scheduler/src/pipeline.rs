@@ -157,6 +157,26 @@ pub struct WindowReport {
     /// Why this attempt failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Wall time of the window's run.
+    #[serde(default)]
+    pub duration_ms: u64,
+    /// The operation whose failure failed the run: `export_upload`,
+    /// `load_job` (else the failure was elsewhere).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_operation: Option<String>,
+    /// Time the load jobs took.
+    #[serde(default)]
+    pub load_ms: u64,
+    /// Objects uploaded to the export store.
+    #[serde(default)]
+    pub files_sent: u64,
+    /// Rows this run's load jobs added or replaced.
+    #[serde(default)]
+    pub rows_added: u64,
+    /// Per tenant, the latencies of the rows this run made queryable: from
+    /// their event time and from their ingest to the load's end.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub latency: BTreeMap<String, logferry_core::records::TenantAges>,
 }
 
 impl WindowReport {
@@ -179,6 +199,12 @@ impl WindowReport {
             e2e_latency_p95_ms: None,
             e2e_latency_p50_ms: None,
             error: None,
+            latency: BTreeMap::new(),
+            duration_ms: 0,
+            failed_operation: None,
+            load_ms: 0,
+            files_sent: 0,
+            rows_added: 0,
         }
     }
 
@@ -224,6 +250,17 @@ impl RunReport {
     /// True when something failed in this run.
     pub fn failed(&self) -> bool {
         !self.failures.is_empty()
+    }
+}
+
+/// The operation a window's failure is of, when it is one whose success
+/// rate is a KPI.
+fn failed_operation(e: &Error) -> Option<&'static str> {
+    use logferry_export::Error as X;
+    match e {
+        Error::Export(X::LoadFailed { .. } | X::BigQuery { .. }) => Some("load_job"),
+        Error::Export(X::Gcs { .. }) => Some("export_upload"),
+        _ => None,
     }
 }
 
@@ -331,15 +368,6 @@ impl std::fmt::Debug for Pipeline {
             .field("lake", &self.ctx.lake)
             .finish()
     }
-}
-
-/// Quantile of sorted latencies.
-fn quantile(sorted: &[i64], q: f64) -> Option<i64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    Some(sorted[rank - 1])
 }
 
 impl Pipeline {
@@ -520,6 +548,7 @@ impl Pipeline {
                 continue;
             };
             let increment = opts.mode == Mode::MicroBatch && within;
+            let wall = Instant::now();
             let result = if increment {
                 self.increment(w, &mut held).await
             } else {
@@ -528,10 +557,11 @@ impl Pipeline {
             // Hand the window back even when it failed.
             let released = held.release().await;
             match result {
-                Ok(r) => {
+                Ok(mut r) => {
                     failures.succeeded(&subject).await?;
+                    r.duration_ms = wall.elapsed().as_millis() as u64;
                     tracing::info!(window = %w, aggregate = %r.aggregate, export = %r.export, rows = r.rows_loaded, "Window processed.");
-                    self.count_window(opts.mode, &r);
+                    self.count_window(opts.mode, &r, None);
                     report.windows.push(r);
                 }
                 Err(e) if e.kind() == ErrorKind::Config => return Err(e),
@@ -540,7 +570,9 @@ impl Pipeline {
                     tracing::error!(window = %w, kind = %e.kind(), attempts = f.attempts, error = %e, "Window failed; the others go on.");
                     let mut r = WindowReport::new(w, AggregateStep::Failed, ExportStep::Failed);
                     r.error = Some(e.to_string());
-                    self.count_window(opts.mode, &r);
+                    r.duration_ms = wall.elapsed().as_millis() as u64;
+                    r.failed_operation = failed_operation(&e).map(str::to_string);
+                    self.count_window(opts.mode, &r, Some(&e));
                     report.windows.push(r);
                     report.failures.push(RunFailure::new(&subject, &e, &f));
                 }
@@ -596,22 +628,66 @@ impl Pipeline {
         Ok(head.value.seq > done)
     }
 
-    fn count_window(&self, mode: Mode, r: &WindowReport) {
+    fn count_window(&self, mode: Mode, r: &WindowReport, failed: Option<&Error>) {
         let Some(m) = &self.metrics else {
             return;
         };
-        m.window_runs
-            .get_or_create(&crate::metrics::WindowRunLabels {
-                mode: mode.as_str(),
-                aggregate: r.aggregate.as_str(),
-                export: r.export.as_str(),
-            })
-            .inc();
+        m.inc(
+            "window_runs",
+            &[mode.as_str(), r.aggregate.as_str(), r.export.as_str()],
+            1,
+        );
+        let secs = |ms: u64| ms as f64 / 1000.0;
+        if failed.is_some() {
+            m.operation("window", 0, 1);
+            if let Some(op) = r.failed_operation.as_deref() {
+                let op = if op == "load_job" {
+                    "load_job"
+                } else {
+                    "export_upload"
+                };
+                m.operation(op, 0, 1);
+            }
+            return;
+        }
+        if !r.worked() {
+            return;
+        }
+        m.operation("window", 1, 0);
+        m.observe("window_duration", &[mode.as_str()], secs(r.duration_ms));
         if r.aggregate.worked() {
             for (t, c) in &r.counts {
                 m.count("aggregate", t, "curated", c.curated);
                 m.count("aggregate", t, "dead_lettered", c.dead_lettered);
                 m.count("aggregate", t, "duplicate", c.duplicates);
+            }
+            let rows: u64 = r.counts.values().map(|c| c.curated).sum();
+            m.observe("batch_size", &["aggregate"], rows as f64);
+            m.observe("merge_duration", &[], secs(r.aggregate_ms));
+            m.observe("stage_duration", &["aggregate"], secs(r.aggregate_ms));
+        }
+        if r.export.worked() {
+            m.observe("export_duration", &[], secs(r.export_ms));
+            m.observe("stage_duration", &["export"], secs(r.export_ms));
+            m.inc("transit", &["compressed"], r.bytes_sent);
+            if r.compression_ratio > 0.0 {
+                m.inc(
+                    "transit",
+                    &["uncompressed"],
+                    (r.bytes_sent as f64 * r.compression_ratio) as u64,
+                );
+                m.set("compression", &[], r.compression_ratio);
+            }
+            m.operation("export_upload", r.files_sent, 0);
+            m.operation("load_job", r.load_jobs, 0);
+            if r.load_jobs > 0 {
+                let per_job = secs(r.load_ms) / r.load_jobs as f64;
+                let rows = r.rows_added / r.load_jobs;
+                for _ in 0..r.load_jobs {
+                    m.observe("load_job_duration", &[LOG_RECORDS_TABLE], per_job);
+                    m.observe("stage_duration", &["load"], per_job);
+                    m.observe("batch_size", &["load"], rows as f64);
+                }
             }
         }
     }
@@ -633,9 +709,7 @@ impl Pipeline {
             ("retrying", retrying),
             ("failed", failed),
         ] {
-            m.windows
-                .get_or_create(&crate::metrics::StateLabels { state })
-                .set(n);
+            m.set("windows", &[state], n as f64);
         }
         Ok(())
     }
@@ -695,6 +769,12 @@ impl Pipeline {
             ExportOutcome::UpToDate(r) => (ExportStep::UpToDate, r),
             ExportOutcome::Done(r) => (ExportStep::from(r.state), r),
         };
+        if let Some(m) = &self.metrics {
+            let store = crate::daemon::store_kind(&self.ctx.settings.export_url);
+            for ms in &erec.upload_latency.samples_ms {
+                m.observe("object_write_latency", &[store], ms / 1000.0);
+            }
+        }
         if !replaced.is_empty() {
             logferry_core::failpoint::hit("chain.before_cleanup");
             self.exp.remove_chain(w, &replaced).await?;
@@ -715,18 +795,53 @@ impl Pipeline {
             .filter(|t| t.job_id.is_some() && !t.already_loaded)
             .count() as u64;
         report.bytes_sent = erec.bytes_sent;
+        let files: usize = erec.tables.iter().map(|t| t.files.len()).sum();
+        report.files_sent = (files as u64).saturating_sub(erec.files_existing);
+        let ran = erec
+            .tables
+            .iter()
+            .filter(|t| t.job_id.is_some() && !t.already_loaded);
+        report.load_ms = ran.clone().map(|t| t.load_ms).sum();
+        report.rows_added = ran
+            .filter(|t| t.table == LOG_RECORDS_TABLE)
+            .map(|t| t.rows_loaded)
+            .sum();
         report.compression_ratio = erec.compression_ratio;
         report.curated_bytes = rec.curated.iter().map(|f| f.bytes).sum();
         report.counts = rec.counts.clone();
         if estep != ExportStep::UpToDate {
             report.export_ms = et.elapsed().as_millis() as u64;
         }
-        if rec.event_time.count > 0 && erec.loaded_run.as_ref() == Some(&rec.run_id) {
-            let loaded = erec.finished_at.timestamp_micros();
-            report.e2e_latency_p95_ms = Some((loaded - rec.event_time.p05_us) / 1000);
-            report.e2e_latency_p50_ms = Some((loaded - rec.event_time.p50_us) / 1000);
+        // Rows made queryable by this load (a chain of increments replaced
+        // had them queryable already, and counted them then).
+        if estep != ExportStep::UpToDate
+            && replaced.is_empty()
+            && erec.loaded_run.as_ref() == Some(&rec.run_id)
+        {
+            let at_us = erec.finished_at.timestamp_micros();
+            self.queryable(&mut report, rec.ages.latencies_at(at_us));
         }
         Ok(report)
+    }
+
+    /// Rows became queryable with these latencies: into the report and the
+    /// metrics.
+    fn queryable(
+        &self,
+        report: &mut WindowReport,
+        latency: BTreeMap<String, logferry_core::records::TenantAges>,
+    ) {
+        let mut all = logferry_observe::Histo::new();
+        for (tenant, l) in &latency {
+            all.merge(&l.event);
+            if let Some(m) = &self.metrics {
+                m.latencies(tenant, &l.event, &l.ingest);
+                m.count("load", tenant, "loaded", l.event.count);
+            }
+        }
+        report.e2e_latency_p50_ms = all.quantile(0.5).map(|v| v as i64);
+        report.e2e_latency_p95_ms = all.quantile(0.95).map(|v| v as i64);
+        report.latency = latency;
     }
 
     /// Points the chain head at the full run that replaced the chain.
@@ -755,11 +870,7 @@ impl Pipeline {
     ) -> Result<Option<logferry_export::AppendOutcome>> {
         if let Some(left) = self.exp.warehouse().jobs_left(LOG_RECORDS_TABLE).await? {
             if let Some(m) = &self.metrics {
-                m.load_jobs_left
-                    .get_or_create(&crate::metrics::TableLabels {
-                        table: LOG_RECORDS_TABLE.into(),
-                    })
-                    .set(left as i64);
+                m.set("load_jobs_left", &[LOG_RECORDS_TABLE], left as f64);
             }
             let reserve = crate::planner::seal_reserve(&self.ctx.settings, self.ctx.now());
             if left <= reserve && inc.curated_rows() > 0 {
@@ -828,6 +939,9 @@ impl Pipeline {
                         report.export = ExportStep::Appended;
                         report.load_jobs += u64::from(!out.already_loaded);
                         report.bytes_sent += out.bytes_sent;
+                        report.files_sent += u64::from(out.bytes_sent > 0);
+                        report.load_ms += out.duration_ms;
+                        report.rows_added += inc.curated_rows();
                     }
                     self.agg.clear_increment(w, inc).await?;
                 }
@@ -891,19 +1005,12 @@ impl Pipeline {
             report.export = ExportStep::Appended;
             report.load_jobs += u64::from(!out.already_loaded);
             report.bytes_sent += out.bytes_sent;
+            report.files_sent += u64::from(out.bytes_sent > 0);
+            report.load_ms += out.duration_ms;
+            report.rows_added += inc.curated_rows();
             self.agg.clear_increment(w, inc).await?;
             let at_us = out.appended.finished_at.timestamp_micros();
-            let mut all: Vec<i64> = Vec::new();
-            for (tenant, times) in &done.event_times {
-                if let Some(m) = &self.metrics {
-                    m.latencies(tenant, times, at_us);
-                    m.count("load", tenant, "loaded", times.len() as u64);
-                }
-                all.extend(times.iter().map(|t| (at_us - t) / 1000));
-            }
-            all.sort_unstable();
-            report.e2e_latency_p50_ms = quantile(&all, 0.5);
-            report.e2e_latency_p95_ms = quantile(&all, 0.95);
+            self.queryable(&mut report, inc.ages.latencies_at(at_us));
         }
         report.export_ms = et.elapsed().as_millis() as u64;
         report.rows_loaded = appended.as_ref().map_or(0, |a| a.value.rows);

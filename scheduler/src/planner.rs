@@ -385,3 +385,41 @@ mod tests {
         assert!(check(&p).is_ok());
     }
 }
+
+/// What the plan means for latency and cost.
+#[derive(Debug, Clone, Serialize)]
+pub struct Projection {
+    /// The configured micro-batch interval, seconds.
+    pub micro_batch_interval_s: Option<f64>,
+    /// The shortest interval the load job quota allows (BigQuery).
+    pub shortest_interval_s: Option<u64>,
+    /// A record waits for the next micro-batch: the P95 of event time to
+    /// queryable is at least 95% of the interval, plus the load job's own
+    /// time. With BigQuery, at the shortest interval the quota allows.
+    pub latency_floor_p95_s: Option<f64>,
+    /// What the last 24 hours cost, per day, USD.
+    pub cost_per_day_usd: f64,
+    /// Per million records, USD (none without records).
+    pub cost_per_million_usd: Option<f64>,
+    /// Records received in the last 24 hours.
+    pub records_last_24h: u64,
+}
+
+/// The latency floor of `plan` and the cost of the last day's volume.
+pub fn projection(plan: &Plan, cost: &logferry_observe::cost::CostReport) -> Projection {
+    let interval = plan.micro_batch_interval_s;
+    let floor = match (plan.warehouse, plan.shortest_interval_s, interval) {
+        ("bigquery", Some(q), Some(i)) => Some(0.95 * i.max(q as f64)),
+        ("bigquery", Some(q), None) => Some(0.95 * q as f64),
+        (_, _, Some(i)) => Some(0.95 * i),
+        _ => None,
+    };
+    Projection {
+        micro_batch_interval_s: interval,
+        shortest_interval_s: plan.shortest_interval_s,
+        latency_floor_p95_s: floor,
+        cost_per_day_usd: cost.per_day_usd,
+        cost_per_million_usd: cost.per_million_usd,
+        records_last_24h: cost.usage.records,
+    }
+}

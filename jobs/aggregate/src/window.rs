@@ -25,7 +25,9 @@ use logferry_core::partition::{
     LANDING, STATE, Stage, TenantId, Window, curated_file, dlq_file, landing_file, parse_partition,
     pending_marker, rollup_file,
 };
-use logferry_core::records::{ChainHead, Increment, head_key, increments_dir, open_marker};
+use logferry_core::records::{
+    ChainHead, Increment, RowAges, head_key, increments_dir, open_marker,
+};
 use logferry_core::schema::{dead_letter_schema, log_record_schema};
 use logferry_core::storage::{
     Location, delete_if_exists, encode_parquet, list_all, parquet_footer_rows, writer_properties,
@@ -289,6 +291,7 @@ impl Aggregator {
                 .collect(),
             counts,
             event_time: out.event_time,
+            ages: row_ages(&out.curated)?,
             finished_at: Utc::now(),
             duration_ms: start.elapsed().as_millis() as u64,
         };
@@ -342,6 +345,7 @@ impl Aggregator {
             dlq,
             counts: out.counts,
             event_time: out.event_time,
+            ages: row_ages(&out.curated)?,
             finished_at: Utc::now(),
             duration_ms: start.elapsed().as_millis() as u64,
         };
@@ -470,7 +474,6 @@ impl Aggregator {
         failpoint::hit("increment.after_outputs");
         let mut keys = batch_keys(&out.curated)?;
         keys.extend(batch_keys(&out.rejected)?);
-        let event_times = event_times_by_tenant(&out.curated)?;
         let rows: u64 = curated.iter().map(|f| f.rows).sum();
         let inc = Increment {
             seq: seq + 1,
@@ -482,6 +485,7 @@ impl Aggregator {
             dlq,
             counts: out.counts,
             event_time: out.event_time,
+            ages: row_ages(&out.curated)?,
             finished_at: Utc::now(),
             duration_ms: start.elapsed().as_millis() as u64,
             rows_after: rows_before + rows,
@@ -509,7 +513,6 @@ impl Aggregator {
             increment: inc,
             head: head_doc,
             keys,
-            event_times,
         })
     }
 
@@ -727,28 +730,32 @@ pub struct IncrementDone {
     pub head: ChainHead,
     /// Keys of what it kept and refused.
     pub keys: Vec<u128>,
-    /// Event times of its curated rows (microseconds), by tenant.
-    pub event_times: BTreeMap<String, Vec<i64>>,
 }
 
-/// Event times of curated batches, by tenant.
-fn event_times_by_tenant(batches: &[RecordBatch]) -> Result<BTreeMap<String, Vec<i64>>> {
-    let mut out: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+/// Ages of curated rows now, since their event time and their ingest, by
+/// tenant.
+fn row_ages(batches: &[RecordBatch]) -> Result<RowAges> {
+    let now = Utc::now().timestamp_micros();
+    let mut out = RowAges {
+        at_us: now,
+        tenants: BTreeMap::new(),
+    };
     for b in batches {
         let s = b.schema();
-        let tenants = b
-            .column(s.index_of("tenant_id")?)
-            .as_string::<i32>()
-            .clone();
-        let ts = b
+        let tenants = b.column(s.index_of("tenant_id")?).as_string::<i32>();
+        let event = b
             .column(s.index_of("timestamp")?)
-            .as_primitive::<TimestampMicrosecondType>()
-            .clone();
+            .as_primitive::<TimestampMicrosecondType>();
+        let ingest = b
+            .column(s.index_of("ingest_time")?)
+            .as_primitive::<TimestampMicrosecondType>();
         for i in 0..b.num_rows() {
-            if !ts.is_null(i) {
-                out.entry(tenants.value(i).to_string())
-                    .or_default()
-                    .push(ts.value(i));
+            let a = out.tenants.entry(tenants.value(i).to_string()).or_default();
+            if !event.is_null(i) {
+                a.event.record((now - event.value(i)) as f64 / 1000.0);
+            }
+            if !ingest.is_null(i) {
+                a.ingest.record((now - ingest.value(i)) as f64 / 1000.0);
             }
         }
     }

@@ -58,6 +58,12 @@ pub struct Config {
     pub run: RunConfig,
     /// The daemon.
     pub daemon: DaemonConfig,
+    /// EMF lines.
+    pub metrics: MetricsConfig,
+    /// The KPI thresholds.
+    pub kpi: logferry_observe::Thresholds,
+    /// Prices of the cost model.
+    pub cost: logferry_observe::cost::CostConfig,
     /// What the daemon runs, and when.
     #[serde(default, rename = "schedule")]
     pub schedules: Vec<crate::schedule::ScheduleConfig>,
@@ -101,6 +107,20 @@ pub struct DaemonConfig {
     pub restart_backoff_max: String,
     /// Memory for open windows' keys.
     pub key_cache_bytes: usize,
+    /// The memory the process is allowed, bytes.
+    pub memory_budget: u64,
+    /// Sliding window of the quantile and KPI gauges.
+    pub metrics_window: String,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// CloudWatch namespace of the EMF lines.
+    pub namespace: String,
+    /// The Environment dimension.
+    pub environment: String,
 }
 
 /// `[ledger]`.
@@ -604,7 +624,15 @@ impl Config {
                 &d.restart_backoff_max,
             )?,
             key_cache_bytes: d.key_cache_bytes,
+            memory_budget: d.memory_budget,
+            metrics_window: parse_duration("daemon.metrics_window", &d.metrics_window)?,
         };
+        if d.memory_budget == 0 {
+            return Err(Error::Config(
+                "daemon.memory_budget must be positive".into(),
+            ));
+        }
+        self.cost.validate().map_err(Error::Config)?;
         Ok(Settings {
             data_dir: data_dir.to_path_buf(),
             run,
@@ -627,6 +655,9 @@ impl Config {
             kinesis,
             gcs,
             tenants: TenantRegistry::new(&self.tenants)?,
+            metrics: self.metrics.clone(),
+            kpi: self.kpi,
+            cost: self.cost.clone(),
         })
     }
 }
@@ -670,6 +701,12 @@ pub struct Settings {
     pub gcs: GcsSettings,
     /// Tenants and their sources.
     pub tenants: TenantRegistry,
+    /// EMF lines.
+    pub metrics: MetricsConfig,
+    /// The KPI thresholds.
+    pub kpi: logferry_observe::Thresholds,
+    /// Prices of the cost model.
+    pub cost: logferry_observe::cost::CostConfig,
 }
 
 /// Validated `[run]`.
@@ -712,6 +749,10 @@ pub struct DaemonSettings {
     pub restart_backoff_max: Duration,
     /// Memory for open windows' keys.
     pub key_cache_bytes: usize,
+    /// The memory the process is allowed, bytes.
+    pub memory_budget: u64,
+    /// Sliding window of the quantile and KPI gauges.
+    pub metrics_window: Duration,
 }
 
 /// BigQuery's load job quotas, as configured.

@@ -16,6 +16,9 @@ pub struct LatencyStats {
     pub max_ms: f64,
     /// Sum of all samples.
     pub total_ms: f64,
+    /// The samples, in this process only (for histograms of the metrics).
+    #[serde(skip)]
+    pub samples_ms: Vec<f64>,
 }
 
 /// Collects latency samples. Stages make at most a few thousand timed calls
@@ -54,6 +57,7 @@ impl LatencyRecorder {
             p95_ms: percentile(&s, 0.95),
             max_ms: s[s.len() - 1],
             total_ms: s.iter().sum(),
+            samples_ms: self.samples.clone(),
         }
     }
 }

@@ -36,6 +36,45 @@ pub struct EventTimeStats {
     pub max_us: i64,
 }
 
+/// How old a run's curated rows were at one moment, per tenant: since
+/// their event time and since logferry ingested them. Shifted to the moment
+/// their load job finished, these are the rows' end-to-end latencies.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RowAges {
+    /// The moment, Unix microseconds.
+    pub at_us: i64,
+    /// Per tenant.
+    pub tenants: BTreeMap<String, TenantAges>,
+}
+
+/// Ages (or latencies) of one tenant's rows, ms.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TenantAges {
+    /// Since the event time.
+    pub event: logferry_observe::Histo,
+    /// Since ingest.
+    pub ingest: logferry_observe::Histo,
+}
+
+impl RowAges {
+    /// The rows' latencies if they became queryable at `queryable_us`.
+    pub fn latencies_at(&self, queryable_us: i64) -> BTreeMap<String, TenantAges> {
+        let by_ms = (queryable_us - self.at_us) as f64 / 1000.0;
+        self.tenants
+            .iter()
+            .map(|(t, a)| {
+                (
+                    t.clone(),
+                    TenantAges {
+                        event: a.event.shifted(by_ms),
+                        ingest: a.ingest.shifted(by_ms),
+                    },
+                )
+            })
+            .collect()
+    }
+}
+
 /// Ledger key of a window's aggregate record.
 pub fn aggregate_key(w: Window) -> String {
     format!("windows/{}/aggregate", w.partition())
@@ -90,6 +129,9 @@ pub struct AggregateRecord {
     pub counts: BTreeMap<String, WindowCounts>,
     /// Event-time quantiles of the curated rows.
     pub event_time: EventTimeStats,
+    /// Ages of the curated rows when the run read them, per tenant.
+    #[serde(default)]
+    pub ages: RowAges,
     /// When the run committed.
     pub finished_at: DateTime<Utc>,
     /// Run time.
@@ -128,6 +170,9 @@ pub struct Increment {
     pub counts: BTreeMap<String, WindowCounts>,
     /// Event-time quantiles of the curated rows.
     pub event_time: EventTimeStats,
+    /// Ages of the curated rows when the increment read them, per tenant.
+    #[serde(default)]
+    pub ages: RowAges,
     /// When it committed.
     pub finished_at: DateTime<Utc>,
     /// Run time.

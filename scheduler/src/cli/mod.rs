@@ -230,6 +230,49 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The performance guide's KPIs over a range, from the run reports: one
+    /// line each, pass / warn / fail. Exits 1 when one is past its critical
+    /// threshold.
+    Kpi {
+        /// How far back (e.g. 24h, 30m, 7d).
+        #[arg(long, default_value = "24h")]
+        since: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// What the pipeline cost per million records over a range, from its
+    /// own counts and the configured list prices, beside BigQuery streaming
+    /// inserts and the Storage Write API.
+    Cost {
+        /// How far back (e.g. 24h, 30m, 7d).
+        #[arg(long, default_value = "24h")]
+        since: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write one self-contained HTML page with charts: latency, throughput,
+    /// dead letters, lag, stage durations, cost.
+    Report {
+        /// How far back (e.g. 24h, 30m, 7d).
+        #[arg(long, default_value = "24h")]
+        since: String,
+        /// The HTML file to write.
+        #[arg(long, default_value = "logferry-report.html")]
+        out: PathBuf,
+    },
+    /// Print dashboards and alerts made from the metric catalogue and the
+    /// KPI thresholds.
+    Dashboards {
+        /// What to print.
+        #[command(flatten)]
+        what: DashboardKind,
+    },
+    /// Drive the pipeline with a k6-style scenario (a TOML file or a
+    /// built-in name), wait until every record is queryable, reconcile and
+    /// print k6's end-of-test summary. Exits 99 when a threshold failed.
+    Loadtest(LoadtestArgs),
     /// Recompute (or reload, or run a query over) a range of days and
     /// replace those partitions; resumable.
     Backfill(BackfillArgs),
@@ -239,6 +282,63 @@ pub enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+}
+
+/// What `logferry dashboards` prints.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct DashboardKind {
+    /// The metric catalogue every one of these is made from: name, kind,
+    /// unit, labels, the guide's row and target, the EMF name.
+    #[arg(long)]
+    pub catalog: bool,
+    /// A CloudWatch dashboard body (JSON).
+    #[arg(long)]
+    pub cloudwatch: bool,
+    /// A Cloud Monitoring dashboard (JSON, mosaicLayout).
+    #[arg(long)]
+    pub gcp: bool,
+    /// Prometheus alerting rules (YAML).
+    #[arg(long)]
+    pub alerts: bool,
+    /// CloudWatch alarms (a CloudFormation template).
+    #[arg(long)]
+    pub alarms: bool,
+}
+
+/// Where a load test sends its records.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum LoadTarget {
+    /// The embedded default: the inbox, the daemon, the local warehouse.
+    Embedded,
+    /// PutRecords into the tenants' Kinesis streams, the daemon reading
+    /// them, GCS and BigQuery (the configuration points at them).
+    Emulators,
+}
+
+/// `logferry loadtest`.
+#[derive(Debug, Args)]
+pub struct LoadtestArgs {
+    /// A scenario TOML file, or a built-in name (client-log-generation,
+    /// multi-tenant-load, end-to-end-pipeline).
+    pub scenario: String,
+    /// Durations multiplied by this (0.01: a 12-minute scenario in 7.2 s);
+    /// rates are kept.
+    #[arg(long, default_value_t = 1.0)]
+    pub time_scale: f64,
+    /// Where the records go.
+    #[arg(long, value_enum, default_value = "embedded")]
+    pub target: LoadTarget,
+    /// Write the HTML report here.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Longest wait, after the last record was sent, for every record to
+    /// be queryable; what is not by then is declared lost.
+    #[arg(long, default_value = "120s")]
+    pub drain_timeout: String,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `logferry backfill`.

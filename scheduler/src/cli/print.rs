@@ -576,3 +576,117 @@ pub fn replay(r: &crate::dlq::ReplayReport) {
         println!("run `logferry run` to load what landed");
     }
 }
+
+/// Prints the KPIs, one line each.
+pub fn kpis(since: &str, rows: &[logferry_observe::KpiResult]) {
+    println!("KPIs over the last {since} (the performance guide's table)");
+    println!(
+        "{:<36} {:>12} {:>10} {:>10} {:>6}  basis",
+        "kpi", "value", "target", "critical", "status"
+    );
+    for k in rows {
+        println!(
+            "{:<36} {:>12} {:>10} {:>10} {:>6}  {}",
+            k.name,
+            logferry_observe::kpi::display(k),
+            k.target,
+            k.critical,
+            k.status.as_str(),
+            k.basis
+        );
+    }
+}
+
+/// Prints the cost of a range.
+pub fn cost(since: &str, c: &logferry_observe::cost::CostReport) {
+    let u = &c.usage;
+    println!(
+        "cost over the last {since}: {} records received, {} made queryable, {:.1} MB over the transit link",
+        u.records,
+        u.rows_loaded,
+        u.egress_bytes as f64 / 1e6
+    );
+    println!(
+        "{:<28} {:>16} {:>12} {:>14}  unit",
+        "item", "quantity", "USD", "USD/million"
+    );
+    for l in &c.lines {
+        println!(
+            "{:<28} {:>16.3} {:>12.6} {:>14.6}  {}",
+            l.item, l.quantity, l.usd, l.per_million_usd, l.unit
+        );
+    }
+    println!(
+        "{:<28} {:>16} {:>12.6} {:>14}",
+        "total",
+        "",
+        c.total_usd,
+        c.per_million_usd
+            .map_or("-".to_string(), |v| format!("{v:.6}"))
+    );
+    println!("per day at this rate: ${:.4}", c.per_day_usd);
+    println!("the same rows loaded otherwise (JSON over the link, as they insert it):");
+    println!(
+        "  {:<40} {:>14.6} USD/million",
+        "logferry (load jobs, compressed Parquet)",
+        c.per_million_usd.unwrap_or(0.0)
+    );
+    for a in &c.alternatives {
+        println!(
+            "  {:<40} {:>14.6} USD/million (ingestion ${:.6}, egress ${:.6})",
+            a.name, a.per_million_usd, a.ingestion_usd, a.egress_usd
+        );
+    }
+}
+
+/// Prints the plan's latency floor and cost.
+pub fn projection(p: &crate::planner::Projection) {
+    if let Some(f) = p.latency_floor_p95_s {
+        println!(
+            "latency floor: P95 event → queryable at least {f:.0} s (a record waits for the next micro-batch{})",
+            if p.shortest_interval_s.is_some() {
+                ", at the shortest interval the load job quota allows"
+            } else {
+                ""
+            }
+        );
+    }
+    match p.cost_per_million_usd {
+        Some(c) => println!(
+            "cost at the last 24 h's volume ({} records): ${:.4} a day, ${c:.4} per million records (logferry cost)",
+            p.records_last_24h, p.cost_per_day_usd
+        ),
+        None => println!("cost: no records in the last 24 h to project from (logferry cost)"),
+    }
+}
+
+/// The metric catalogue as a table.
+pub fn catalog() -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<46} {:<9} {:<28} {:<14} {:<26} {:<12} help",
+        "prometheus name", "kind", "labels", "component", "guide row", "target"
+    );
+    for d in logferry_observe::CATALOG {
+        let kind = match d.kind {
+            logferry_observe::Kind::Counter => "counter",
+            logferry_observe::Kind::Gauge => "gauge",
+            logferry_observe::Kind::Histogram => "histogram",
+        };
+        let _ = writeln!(
+            out,
+            "{:<46} {:<9} {:<28} {:<14} {:<26} {:<12} {}{}",
+            d.sample_name(),
+            kind,
+            d.labels.join(","),
+            d.component.as_str(),
+            d.guide.unwrap_or("-"),
+            d.target.map_or("-", |t| t.text),
+            d.help,
+            d.emf.map_or(String::new(), |e| format!(" (EMF: {e})"))
+        );
+    }
+    out
+}
