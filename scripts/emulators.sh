@@ -38,7 +38,7 @@ TENANTS=8
 MOTO_PIN="moto[server]==5.2.5"
 GCS_PIN="gcp-storage-emulator==2026.7.19"
 BQ_PINS="bqemulator==1.4.0 duckdb==2.0.1 numpy==2.4.6"
-TOOLS_PINS="cfn-lint==1.58.0 python-hcl2==8.1.4"
+TOOLS_PINS="cfn-lint==1.58.0 python-hcl2==8.1.4 jsonschema==4.23.0"
 
 log() { echo "emulators: $*" >&2; }
 

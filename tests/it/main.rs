@@ -18,6 +18,7 @@ mod faults;
 mod hostile;
 mod isolation;
 mod lambda;
+mod measure;
 mod pipeline;
 mod procs;
 mod quotas;
