@@ -5,7 +5,7 @@
 //! `promtool` checking its exposition and alerting rules; cfn-lint on the
 //! alarms; the Lambda handlers' EMF lines against the format's schema.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -300,28 +300,6 @@ fn a_load_test_through_kinesis_gcs_and_bigquery() {
     assert_eq!(r["reconciled"], true, "{r:#}");
     assert_eq!(r["put_records"][0], r["put_records"][1], "{r:#}");
     assert_eq!(r["loaded"].as_u64(), Some(200));
-}
-
-fn http_get(addr: &str, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).unwrap();
-    let status = buf
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = buf
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
 }
 
 fn free_port() -> u16 {

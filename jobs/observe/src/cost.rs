@@ -133,8 +133,10 @@ pub struct CostLine {
     pub item: String,
     /// Quantity, in `unit`.
     pub quantity: f64,
-    /// Unit of the quantity (the price's `per`).
+    /// Unit of the quantity.
     pub unit: String,
+    /// The list price applied.
+    pub price: String,
     /// US dollars over the range.
     pub usd: f64,
     /// US dollars per million records.
@@ -182,23 +184,44 @@ pub fn compute(u: &Usage, c: &CostConfig) -> CostReport {
     // Each record is at least one 25 KB unit.
     let put_units = u.kinesis_records.max(u.kinesis_bytes.div_ceil(25_000));
     let gb_seconds = u.compute_seconds * c.lambda_memory_mb as f64 / 1024.0;
-    let quantities: Vec<(&str, f64, f64)> = vec![
-        // (item, quantity in the price's unit, multiplier to the price)
-        ("kinesis_shard_hour", u.shards as f64 * u.hours, 1.0),
-        ("kinesis_put_payload_units", put_units as f64, 1e-6),
-        ("lambda_gb_second", gb_seconds, 1.0),
-        ("lambda_requests", u.invocations as f64, 1e-6),
-        ("s3_put_requests", u.s3_puts as f64, 1e-3),
-        ("s3_get_requests", u.s3_gets as f64, 1e-3),
-        ("s3_storage", u.lake_bytes as f64 / GB * months, 1.0),
-        ("transit_egress", u.egress_bytes as f64 / GB, 1.0),
-        ("gcs_class_a", u.gcs_uploads as f64, 1e-3),
-        ("gcs_class_b", u.gcs_reads as f64, 1e-3),
-        ("gcs_storage", u.export_bytes as f64 / GB * months, 1.0),
-        ("bigquery_load_jobs", u.load_jobs as f64, 1.0),
+    let quantities: Vec<(&str, f64, &str, f64)> = vec![
+        // (item, quantity, its unit, multiplier to the price's unit)
+        (
+            "kinesis_shard_hour",
+            u.shards as f64 * u.hours,
+            "shard-hours",
+            1.0,
+        ),
+        (
+            "kinesis_put_payload_units",
+            put_units as f64,
+            "PUT payload units",
+            1e-6,
+        ),
+        ("lambda_gb_second", gb_seconds, "GB-seconds", 1.0),
+        ("lambda_requests", u.invocations as f64, "requests", 1e-6),
+        ("s3_put_requests", u.s3_puts as f64, "requests", 1e-3),
+        ("s3_get_requests", u.s3_gets as f64, "requests", 1e-3),
+        (
+            "s3_storage",
+            u.lake_bytes as f64 / GB * months,
+            "GB-months",
+            1.0,
+        ),
+        ("transit_egress", u.egress_bytes as f64 / GB, "GB", 1.0),
+        ("gcs_class_a", u.gcs_uploads as f64, "operations", 1e-3),
+        ("gcs_class_b", u.gcs_reads as f64, "operations", 1e-3),
+        (
+            "gcs_storage",
+            u.export_bytes as f64 / GB * months,
+            "GB-months",
+            1.0,
+        ),
+        ("bigquery_load_jobs", u.load_jobs as f64, "load jobs", 1.0),
         (
             "bigquery_storage",
             u.warehouse_bytes as f64 / GIB * months,
+            "GiB-months",
             1.0,
         ),
     ];
@@ -211,12 +234,16 @@ pub fn compute(u: &Usage, c: &CostConfig) -> CostReport {
     };
     let lines: Vec<CostLine> = quantities
         .into_iter()
-        .map(|(item, q, mult)| {
+        .map(|(item, q, unit, mult)| {
             let usd = q * mult * c.usd(item);
             CostLine {
                 item: item.into(),
                 quantity: q,
-                unit: c.prices.get(item).map_or(String::new(), |p| p.per.clone()),
+                unit: unit.into(),
+                price: c
+                    .prices
+                    .get(item)
+                    .map_or(String::new(), |p| format!("${} per {}", p.usd, p.per)),
                 usd,
                 per_million_usd: per_million(usd),
             }

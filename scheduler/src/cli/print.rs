@@ -607,18 +607,19 @@ pub fn cost(since: &str, c: &logferry_observe::cost::CostReport) {
         u.egress_bytes as f64 / 1e6
     );
     println!(
-        "{:<28} {:>16} {:>12} {:>14}  unit",
-        "item", "quantity", "USD", "USD/million"
+        "{:<28} {:>16} {:<18} {:>12} {:>14}  price",
+        "item", "quantity", "", "USD", "USD/million"
     );
     for l in &c.lines {
         println!(
-            "{:<28} {:>16.3} {:>12.6} {:>14.6}  {}",
-            l.item, l.quantity, l.usd, l.per_million_usd, l.unit
+            "{:<28} {:>16.3} {:<18} {:>12.6} {:>14.6}  {}",
+            l.item, l.quantity, l.unit, l.usd, l.per_million_usd, l.price
         );
     }
     println!(
-        "{:<28} {:>16} {:>12.6} {:>14}",
+        "{:<28} {:>16} {:<18} {:>12.6} {:>14}",
         "total",
+        "",
         "",
         c.total_usd,
         c.per_million_usd
