@@ -73,6 +73,10 @@ struct Shared {
     restarts_seen: std::sync::Mutex<BTreeMap<String, u64>>,
     /// daemon.memory_budget, bytes.
     memory_budget: u64,
+    /// What the stream readers had landed when the metrics last counted it.
+    kinesis_counted: std::sync::Mutex<logferry_forward::batcher::DecodeStats>,
+    /// ... and when the ledger last kept a report of it.
+    kinesis_kept: Mutex<logferry_forward::batcher::DecodeStats>,
 }
 
 /// The body of `/healthz` and `/readyz`.
@@ -152,6 +156,7 @@ impl Shared {
                     self.metrics.lag(&stream, &shard, lag as f64);
                 }
             }
+            self.count_kinesis(&streams.landed());
         }
         if let Some(rss) = crate::metrics::rss_bytes() {
             let budget = self.memory_budget as f64;
@@ -159,6 +164,33 @@ impl Shared {
             self.metrics.set("memory_budget", &[], budget);
             self.metrics
                 .set("memory_pressure", &[], rss as f64 / budget.max(1.0));
+        }
+    }
+
+    /// Counts in the metrics what the stream readers landed beyond what
+    /// was counted (`landed`: their totals so far).
+    fn count_kinesis(&self, landed: &logferry_forward::batcher::DecodeStats) {
+        let mut counted = self
+            .kinesis_counted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        self.metrics.forwarded(&landed.since(&counted));
+        *counted = landed.clone();
+    }
+
+    /// Keeps in the ledger a report of what the stream readers landed
+    /// beyond the last one kept (`report`: their totals so far, shards
+    /// included at the end), so that `kpi` and `cost` see a running daemon.
+    async fn keep_kinesis(&self, ctx: &Ctx, mut report: logferry_forward::KinesisReport) {
+        let mut kept = self.kinesis_kept.lock().await;
+        let delta = report.decode.since(&kept);
+        if delta.received == 0 && report.shards.is_empty() {
+            return;
+        }
+        let total = std::mem::replace(&mut report.decode, delta);
+        match crate::forward::record_run(ctx, b"kinesis", &report).await {
+            Ok(()) => *kept = total,
+            Err(e) => tracing::error!(error = %e, "Could not keep the Kinesis report."),
         }
     }
 
@@ -286,6 +318,8 @@ pub async fn run(
         metrics: metrics.clone(),
         restarts_seen: std::sync::Mutex::new(BTreeMap::new()),
         memory_budget: settings.daemon.memory_budget,
+        kinesis_counted: std::sync::Mutex::new(Default::default()),
+        kinesis_kept: Mutex::new(Default::default()),
     });
 
     // Counters start at zero for every label set known up front, so that
@@ -326,14 +360,17 @@ pub async fn run(
 
     let mut tasks: tokio::task::JoinSet<()> = tokio::task::JoinSet::new();
     if let Some(fwd) = kinesis {
-        let (stop, ctx, metrics) = (stop.clone(), ctx.clone(), metrics.clone());
+        let (stop, ctx, shared) = (stop.clone(), ctx.clone(), shared.clone());
+        let health = fwd.health();
         tasks.spawn(async move {
             match fwd.run(false, stop).await {
-                Ok(r) => {
-                    metrics.forwarded(&r.decode);
-                    if let Err(e) = crate::forward::record_run(&ctx, b"kinesis", &r).await {
-                        tracing::error!(error = %e, "Could not keep the Kinesis report.");
-                    }
+                Ok(mut r) => {
+                    // The rest of what was landed since the last count and
+                    // report (readers that failed and were restarted
+                    // included), with the shards' reports.
+                    r.decode = health.landed();
+                    shared.count_kinesis(&r.decode);
+                    shared.keep_kinesis(&ctx, r).await;
                 }
                 Err(e) => tracing::error!(error = %e, "Kinesis forwarding stopped."),
             }
@@ -456,6 +493,14 @@ async fn sample_loop(ctx: Ctx, stop: Arc<AtomicBool>, shared: Arc<Shared>) {
             );
             if let Err(e) = ledger.put_once(&name, &sample).await {
                 tracing::warn!(error = %e, "Could not keep the daemon's sample.");
+            }
+            if let Some(streams) = shared.streams.as_ref().filter(|_| !stopping) {
+                let report = logferry_forward::KinesisReport {
+                    decode: streams.landed(),
+                    duration_ms: crate::measure::SAMPLE_EVERY.as_millis() as u64,
+                    ..Default::default()
+                };
+                shared.keep_kinesis(&ctx, report).await;
             }
         }
         if stopping {

@@ -463,6 +463,17 @@ fn a_failing_stream_is_restarted_and_reported_while_the_others_load() {
     assert!(metrics.contains(&format!(
         "logferry_stream_restarts_total{{stream=\"{bad}\"}}"
     )));
+    // What the readers land is counted while they follow, not at their end.
+    let received: u64 = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(
+                "logferry_records_total{stage=\"forward\",tenant=\"tenant-0000\",outcome=\"received\"} ",
+            )
+        })
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(received >= 45, "{metrics}");
     let (status, _, log) = d.term();
     assert!(status.success(), "{log}");
     assert!(log.contains("Stream reader failed"), "{log}");

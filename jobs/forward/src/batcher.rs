@@ -160,6 +160,44 @@ impl DecodeStats {
         self.landing_batches += o.landing_batches;
         self.dlq_batches += o.dlq_batches;
     }
+
+    /// What these counts hold beyond `earlier`'s (counts only grow).
+    pub fn since(&self, earlier: &DecodeStats) -> DecodeStats {
+        let mut d = DecodeStats {
+            received: self.received.saturating_sub(earlier.received),
+            accepted: self.accepted.saturating_sub(earlier.accepted),
+            dead_lettered: self.dead_lettered.saturating_sub(earlier.dead_lettered),
+            control_messages: self
+                .control_messages
+                .saturating_sub(earlier.control_messages),
+            landing_batches: self.landing_batches.saturating_sub(earlier.landing_batches),
+            dlq_batches: self.dlq_batches.saturating_sub(earlier.dlq_batches),
+            ..DecodeStats::default()
+        };
+        for (k, v) in &self.by_reason {
+            let n = v.saturating_sub(earlier.by_reason.get(k).copied().unwrap_or(0));
+            if n > 0 {
+                d.by_reason.insert(k.clone(), n);
+            }
+        }
+        for (k, v) in &self.tenants {
+            let e = earlier.tenants.get(k).cloned().unwrap_or_default();
+            let c = TenantCounts {
+                received: v.received.saturating_sub(e.received),
+                accepted: v.accepted.saturating_sub(e.accepted),
+                dead_lettered: v.dead_lettered.saturating_sub(e.dead_lettered),
+            };
+            if c != TenantCounts::default() {
+                d.tenants.insert(k.clone(), c);
+            }
+        }
+        d
+    }
+
+    /// Adds another count of items to this one.
+    pub fn add(&mut self, o: &DecodeStats) {
+        self.merge(o.clone());
+    }
 }
 
 /// One part of a decoded chunk: the rows of one buffer key.

@@ -227,6 +227,8 @@ pub struct StreamState {
 #[derive(Debug, Default)]
 pub struct StreamHealth {
     streams: std::sync::Mutex<BTreeMap<String, StreamState>>,
+    /// What the readers decoded and landed durably so far.
+    landed: std::sync::Mutex<DecodeStats>,
 }
 
 impl StreamHealth {
@@ -248,6 +250,15 @@ impl StreamHealth {
     /// Every stream's state.
     pub fn snapshot(&self) -> BTreeMap<String, StreamState> {
         self.streams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// What the readers decoded and landed (durably, checkpoint to follow)
+    /// since the process started, every stream together.
+    pub fn landed(&self) -> DecodeStats {
+        self.landed
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
@@ -599,6 +610,11 @@ impl KinesisForwarder {
             .await?;
             c.report.objects += new;
             c.report.objects_existing += existing;
+            self.health
+                .landed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .add(&stats);
         }
         failpoint::hit("kinesis.after_landing_put");
         // Everything above is durable: now the checkpoint may move.
