@@ -518,7 +518,7 @@ async fn inbox_loop(inbox: Inbox, ctx: Ctx, stop: Arc<AtomicBool>, shared: Arc<S
             Ok(r) => {
                 *shared.inbox_error.lock().unwrap_or_else(|e| e.into_inner()) =
                     r.failed.first().map(|(n, e)| format!("{n}: {e}"));
-                let store = store_kind(&ctx.settings.lake_url);
+                let store = crate::metrics::store_kind(&ctx.settings.lake_url);
                 for f in &r.forwarded {
                     shared.metrics.forward_report(f, store);
                 }
@@ -540,17 +540,6 @@ async fn inbox_loop(inbox: Inbox, ctx: Ctx, stop: Arc<AtomicBool>, shared: Arc<S
         while Instant::now() < until && !stop.load(Ordering::Relaxed) {
             tokio::time::sleep(Duration::from_millis(50).min(until - Instant::now())).await;
         }
-    }
-}
-
-/// The `store` label of a location: `s3`, `gcs` or `local`.
-pub fn store_kind(url: &str) -> &'static str {
-    if url.starts_with("s3://") {
-        "s3"
-    } else if url.starts_with("gs://") {
-        "gcs"
-    } else {
-        "local"
     }
 }
 

@@ -449,15 +449,19 @@ impl Gen {
         let now = Utc::now();
         self.seq += 1;
         let roll = self.rng.f64();
-        if self.duplicates_allowed
-            && roll < self.mix.duplicate_fraction
-            && !self.sent_lines.is_empty()
-        {
+        // Redeliveries only where they are redeliveries (not through
+        // Kinesis, where a record put again is a new one).
+        let dup_share = if self.duplicates_allowed {
+            self.mix.duplicate_fraction
+        } else {
+            0.0
+        };
+        if roll < dup_share && !self.sent_lines.is_empty() {
             self.dups += 1;
             let i = self.rng.usize(..self.sent_lines.len());
             return self.sent_lines[i].clone();
         }
-        if roll < self.mix.duplicate_fraction + self.mix.bad_fraction {
+        if roll < dup_share + self.mix.bad_fraction {
             self.bad += 1;
             return match self.seq % 4 {
                 0 => format!("{{\"timestamp\": \"{}\", \"message\": ", now.to_rfc3339()),

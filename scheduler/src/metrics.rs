@@ -446,6 +446,17 @@ fn to_prometheus_text(open: &str) -> String {
     out
 }
 
+/// The `store` label of a location: `s3`, `gcs` or `local`.
+pub fn store_kind(url: &str) -> &'static str {
+    if url.starts_with("s3://") {
+        "s3"
+    } else if url.starts_with("gs://") {
+        "gcs"
+    } else {
+        "local"
+    }
+}
+
 /// Resident memory of this process, bytes (Linux; `None` elsewhere).
 pub fn rss_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;

@@ -561,7 +561,7 @@ impl Pipeline {
                     failures.succeeded(&subject).await?;
                     r.duration_ms = wall.elapsed().as_millis() as u64;
                     tracing::info!(window = %w, aggregate = %r.aggregate, export = %r.export, rows = r.rows_loaded, "Window processed.");
-                    self.count_window(opts.mode, &r, None);
+                    self.count_window(opts.mode, &r);
                     report.windows.push(r);
                 }
                 Err(e) if e.kind() == ErrorKind::Config => return Err(e),
@@ -572,7 +572,7 @@ impl Pipeline {
                     r.error = Some(e.to_string());
                     r.duration_ms = wall.elapsed().as_millis() as u64;
                     r.failed_operation = failed_operation(&e).map(str::to_string);
-                    self.count_window(opts.mode, &r, Some(&e));
+                    self.count_window(opts.mode, &r);
                     report.windows.push(r);
                     report.failures.push(RunFailure::new(&subject, &e, &f));
                 }
@@ -628,7 +628,7 @@ impl Pipeline {
         Ok(head.value.seq > done)
     }
 
-    fn count_window(&self, mode: Mode, r: &WindowReport, failed: Option<&Error>) {
+    fn count_window(&self, mode: Mode, r: &WindowReport) {
         let Some(m) = &self.metrics else {
             return;
         };
@@ -638,7 +638,7 @@ impl Pipeline {
             1,
         );
         let secs = |ms: u64| ms as f64 / 1000.0;
-        if failed.is_some() {
+        if r.error.is_some() {
             m.operation("window", 0, 1);
             if let Some(op) = r.failed_operation.as_deref() {
                 let op = if op == "load_job" {
@@ -770,7 +770,7 @@ impl Pipeline {
             ExportOutcome::Done(r) => (ExportStep::from(r.state), r),
         };
         if let Some(m) = &self.metrics {
-            let store = crate::daemon::store_kind(&self.ctx.settings.export_url);
+            let store = crate::metrics::store_kind(&self.ctx.settings.export_url);
             for ms in &erec.upload_latency.samples_ms {
                 m.observe("object_write_latency", &[store], ms / 1000.0);
             }

@@ -39,6 +39,17 @@ fn json_of(out: &Output) -> Value {
     })
 }
 
+/// The JSON a command that must succeed printed.
+fn json_ok(out: &Output) -> Value {
+    let v = json_of(out);
+    assert!(
+        out.status.success(),
+        "{v:#}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    v
+}
+
 fn tool(var: &str, name: &str) -> String {
     std::env::var(var).unwrap_or_else(|_| {
         let on_path = Command::new("sh")
@@ -76,12 +87,7 @@ fn a_short_load_test_meets_its_thresholds_and_reconciles() {
         ],
         &[],
     );
-    let r = json_of(&out);
-    assert!(
-        out.status.success(),
-        "{r:#}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let r = json_ok(&out);
     assert!(r["sent"].as_u64().unwrap() > 500, "{r:#}");
     assert_eq!(r["lost"], 0);
     assert_eq!(r["reconciled"], true, "{r:#}");
@@ -169,14 +175,7 @@ fn a_short_load_test_meets_its_thresholds_and_reconciles() {
 fn check_in_browser(page: &Path) {
     use logferry_observe::report::browser;
     let dom = browser::dump_dom(page).unwrap();
-    for id in [
-        "chart-latency",
-        "chart-throughput",
-        "chart-dead-letters",
-        "chart-lag",
-        "chart-stages",
-        "chart-cost",
-    ] {
+    for id in logferry_observe::report::CHART_IDS {
         assert!(dom.contains(&format!("id=\"{id}\"")), "{id} not in the DOM");
     }
     assert!(dom.matches("<svg").count() >= 6);
@@ -291,12 +290,7 @@ fn a_load_test_through_kinesis_gcs_and_bigquery() {
         ],
         &[],
     );
-    let r = json_of(&out);
-    assert!(
-        out.status.success(),
-        "{r:#}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let r = json_ok(&out);
     assert_eq!(r["reconciled"], true, "{r:#}");
     assert_eq!(r["put_records"][0], r["put_records"][1], "{r:#}");
     assert_eq!(r["loaded"].as_u64(), Some(200));

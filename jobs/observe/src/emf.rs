@@ -48,11 +48,9 @@ impl Emf {
     /// When `name` is not in the catalogue or has no EMF name: a
     /// programming error, caught by the tests.
     pub fn metric(mut self, name: &str, qualifier: &str, value: f64) -> Self {
-        let d = catalog::get(name)
-            .and_then(|d| d.emf.map(|e| (d, e)))
-            .unwrap_or_else(|| panic!("metric {name} has no EMF name in the catalogue"));
+        let (emf, unit) = emf_name(name);
         self.metrics
-            .push((format!("{}{qualifier}", d.1), d.0.unit.cloudwatch(), value));
+            .push((format!("{emf}{qualifier}"), unit, value));
         self
     }
 
@@ -115,6 +113,16 @@ impl Emf {
     pub fn line(&self, at_ms: i64) -> String {
         self.to_value(at_ms).to_string()
     }
+}
+
+/// The EMF name and CloudWatch unit of the catalogue metric `name`.
+///
+/// # Panics
+/// When `name` is not in the catalogue or has no EMF name.
+fn emf_name(name: &str) -> (&'static str, &'static str) {
+    catalog::get(name)
+        .and_then(|d| d.emf.map(|e| (e, d.unit.cloudwatch())))
+        .unwrap_or_else(|| panic!("metric {name} has no EMF name in the catalogue"))
 }
 
 /// Checks a document against the rules of the format's specification that

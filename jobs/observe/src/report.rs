@@ -20,6 +20,16 @@ use serde::Serialize;
 
 use crate::kpi::{self, KpiResult, KpiStatus, Thresholds};
 
+/// The charts' figure ids, in page order.
+pub const CHART_IDS: [&str; 6] = [
+    "chart-latency",
+    "chart-throughput",
+    "chart-dead-letters",
+    "chart-lag",
+    "chart-stages",
+    "chart-cost",
+];
+
 /// A named series of (Unix seconds, value) points.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Series {
@@ -1506,14 +1516,6 @@ mod tests {
     const T0: f64 = 1_748_779_200.0;
     /// A tenant name that is HTML.
     const NASTY: &str = "<b>&x";
-    const IDS: [&str; 6] = [
-        "chart-latency",
-        "chart-throughput",
-        "chart-dead-letters",
-        "chart-lag",
-        "chart-stages",
-        "chart-cost",
-    ];
 
     /// Ten minutes of a three-tenant load test: about a second end to end,
     /// a P95 burst to some 17 s.
@@ -1696,7 +1698,7 @@ mod tests {
     fn sample_page_has_every_section_escaped_and_no_external_urls() {
         let page = render_html(&sample());
         assert!(page.starts_with("<!DOCTYPE html>"));
-        for id in IDS {
+        for id in CHART_IDS {
             let fig = figure_of(&page, id);
             assert_eq!(fig.matches("<svg").count(), 1, "{id} has one svg");
             assert!(fig.contains("<figcaption>"), "{id} has a caption");
@@ -2079,7 +2081,7 @@ mod tests {
     fn empty_report_renders_six_no_data_charts() {
         let page = render_html(&ReportData::default());
         assert!(page.contains("<h1>logferry report</h1>"));
-        for id in IDS {
+        for id in CHART_IDS {
             let fig = figure_of(&page, id);
             assert_eq!(fig.matches("<svg").count(), 1, "{id} has an svg");
             assert_eq!(no_data(fig), 1, "{id} says no data");
@@ -2210,7 +2212,7 @@ mod tests {
         std::fs::write(&html, render_html(&sample())).expect("write page");
 
         let dom = browser::dump_dom(&html).unwrap_or_else(|e| panic!("{e}"));
-        for id in IDS {
+        for id in CHART_IDS {
             assert!(
                 dom.contains(&format!("<figure id=\"{id}\">")),
                 "DOM has {id}"
