@@ -538,7 +538,7 @@ impl<'p> Backfill<'p> {
                 continue;
             }
             let body = encode_parquet(&schema, &batches, &props)?;
-            let path = export_path(table, w, &format!("backfill-{}", self.id), None);
+            let path = export_path(table, w, &format!("backfill-{}", self.id), None, 0);
             bytes += body.len() as u64;
             ctx.export.put_create(&path, body).await?;
             files.push(path);

@@ -201,7 +201,9 @@ impl Error {
             Error::Aggregate(e) => match e {
                 logferry_aggregate::Error::Core(c) => core_kind(c),
                 logferry_aggregate::Error::DataFusion(d) => datafusion_kind(d),
-                logferry_aggregate::Error::Arrow(_) => ErrorKind::BadInput,
+                logferry_aggregate::Error::Arrow(_) | logferry_aggregate::Error::Parquet(_) => {
+                    ErrorKind::BadInput
+                }
                 logferry_aggregate::Error::Sql { .. } => ErrorKind::Config,
                 logferry_aggregate::Error::Internal(_) => ErrorKind::Fatal,
             },

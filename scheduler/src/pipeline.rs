@@ -173,6 +173,9 @@ pub struct WindowReport {
     /// Rows this run's load jobs added or replaced.
     #[serde(default)]
     pub rows_added: u64,
+    /// Bytes the aggregate spilled to disk past its memory limit.
+    #[serde(default)]
+    pub spilled_bytes: u64,
     /// Per tenant, the latencies of the rows this run made queryable: from
     /// their event time and from their ingest to the load's end.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -194,6 +197,7 @@ impl WindowReport {
             bytes_sent: 0,
             compression_ratio: 0.0,
             curated_bytes: 0,
+            spilled_bytes: 0,
             aggregate_ms: 0,
             export_ms: 0,
             e2e_latency_p95_ms: None,
@@ -377,7 +381,12 @@ impl Pipeline {
             SqlProgram::load(ctx.settings.sql_dir.as_deref())
                 .map_err(|e| Error::from(e).context("loading the SQL program"))?,
         );
-        let agg = Aggregator::new(ctx.lake.clone(), program, &ctx.settings.parquet)?;
+        let agg = Aggregator::new(
+            ctx.lake.clone(),
+            program,
+            &ctx.settings.parquet,
+            &ctx.settings.aggregate,
+        )?;
         let exp = Exporter::new(
             ctx.lake.clone(),
             ctx.export.clone(),
@@ -808,6 +817,7 @@ impl Pipeline {
             .sum();
         report.compression_ratio = erec.compression_ratio;
         report.curated_bytes = rec.curated.iter().map(|f| f.bytes).sum();
+        report.spilled_bytes = rec.spilled_bytes;
         report.counts = rec.counts.clone();
         if estep != ExportStep::UpToDate {
             report.export_ms = et.elapsed().as_millis() as u64;

@@ -23,4 +23,5 @@ mod pipeline;
 mod procs;
 mod quotas;
 mod runs;
+mod scale;
 mod schedules;

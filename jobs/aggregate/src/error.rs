@@ -16,6 +16,9 @@ pub enum Error {
     /// Arrow failed to build a batch.
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
+    /// Parquet encoding failed.
+    #[error("parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
     /// A file of the SQL program is invalid.
     #[error("{file}: {message}")]
     Sql {

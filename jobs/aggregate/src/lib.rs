@@ -8,6 +8,7 @@ pub mod error;
 pub mod keys;
 pub mod program;
 pub mod session;
+pub mod sink;
 pub mod window;
 
 pub use error::{Error, Result};

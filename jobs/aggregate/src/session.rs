@@ -11,9 +11,16 @@ use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::memory_pool::{
+    FairSpillPool, MemoryConsumer, MemoryLimit, MemoryPool, MemoryReservation, TrackConsumersPool,
+};
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use object_store::ObjectStore;
 use object_store::limit::LimitStore;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use url::Url;
 
 use crate::error::{Error, Result};
@@ -23,10 +30,165 @@ pub fn store_url(name: &str) -> String {
     format!("lf-{name}://{name}/")
 }
 
-/// A session with logferry's settings: plain `Utf8` strings (not views), so
-/// that query results match the table schemas.
-pub fn new_session() -> SessionContext {
-    let config = SessionConfig::new()
+/// Where a query may use memory and disk: one memory pool shared by every
+/// query made with it (sorts, aggregates and joins spill to `spill_dir`
+/// past it), so that memory is bounded by configuration whatever a window
+/// holds.
+#[derive(Clone)]
+pub struct Engine {
+    runtime: Arc<RuntimeEnv>,
+    pool: Arc<PeakPool>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("memory_limit", &self.memory_limit())
+            .finish()
+    }
+}
+
+impl Engine {
+    /// Queries share a pool of `memory_limit` bytes and spill under
+    /// `spill_dir` (the system's temporary directory when `None`).
+    pub fn new(memory_limit: usize, spill_dir: Option<&std::path::Path>) -> Result<Self> {
+        let pool = Arc::new(PeakPool {
+            inner: TrackConsumersPool::new(
+                FairSpillPool::new(memory_limit),
+                std::num::NonZeroUsize::new(5).unwrap_or(std::num::NonZeroUsize::MIN),
+            ),
+            peak: AtomicUsize::new(0),
+        });
+        // Spill files one merge pass reads at once (a batch of each in
+        // memory): unbounded by default, which lets one sort's merge take
+        // the whole pool from the others.
+        let fan_in = (memory_limit / (8 << 20)).clamp(2, 64);
+        let mut disk = DiskManagerBuilder::default().with_max_spill_merge_fan_in(fan_in);
+        if let Some(d) = spill_dir {
+            std::fs::create_dir_all(d)
+                .map_err(|e| Error::Core(logferry_core::Error::io(d.display(), e)))?;
+            disk = disk.with_mode(DiskManagerMode::Directories(vec![d.to_path_buf()]));
+        }
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_pool(pool.clone())
+            .with_disk_manager_builder(disk)
+            .build_arc()?;
+        Ok(Engine { runtime, pool })
+    }
+
+    /// An engine with no memory limit (tests, small ad-hoc work).
+    pub fn unbounded() -> Self {
+        // usize::MAX / 2: the fair pool divides its size among spillers.
+        #[allow(clippy::unwrap_used)] // no spill directory to create
+        Self::new(usize::MAX / 2, None).unwrap()
+    }
+
+    /// A session on this engine's pool and disk, with DataFusion's
+    /// partitions (one per core).
+    pub fn session(&self) -> SessionContext {
+        self.session_for(None)
+    }
+
+    /// A session for a query over about `bytes` of rows: when they cannot
+    /// be sorted in the pool, the sorts run in one partition, so that the
+    /// merges of their spill files (non-spillable, a batch of each file)
+    /// do not starve each other.
+    pub fn session_for(&self, bytes: Option<u64>) -> SessionContext {
+        // What a sort keeps back for merging its spills: DataFusion's 10 MB,
+        // or less in a small pool (a sixteenth of it).
+        let reserve = (self.memory_limit() / 16).clamp(64 << 10, 10 << 20);
+        // Batches of DataFusion's 8,192 rows, or fewer in a small pool: a
+        // sort holds a few at least (some 32 of 512-byte rows per batch).
+        let rows = (self.memory_limit() / (32 * 512)).clamp(512, 8192);
+        let mut config = session_config().with_batch_size(rows);
+        if bytes.is_some_and(|b| b > self.memory_limit() as u64 / 2) {
+            config = config.with_target_partitions(1);
+        }
+        let config = config.set_usize("datafusion.execution.sort_spill_reservation_bytes", reserve);
+        SessionContext::new_with_config_rt(config, self.runtime.clone())
+    }
+
+    /// The most memory the pool's consumers held at once.
+    pub fn peak_memory(&self) -> usize {
+        self.pool.peak.load(Ordering::Relaxed)
+    }
+
+    /// The pool's size.
+    pub fn memory_limit(&self) -> usize {
+        match self.pool.inner.memory_limit() {
+            MemoryLimit::Finite(n) => n,
+            _ => usize::MAX,
+        }
+    }
+}
+
+/// A fair spill pool that remembers its peak.
+#[derive(Debug)]
+struct PeakPool {
+    // Tracked: an allocation that fails names the five largest consumers.
+    inner: TrackConsumersPool<FairSpillPool>,
+    peak: AtomicUsize,
+}
+
+impl PeakPool {
+    fn note(&self) {
+        self.peak
+            .fetch_max(self.inner.reserved(), Ordering::Relaxed);
+    }
+}
+
+impl std::fmt::Display for PeakPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "logferry pool ({})", self.inner)
+    }
+}
+
+impl MemoryPool for PeakPool {
+    fn name(&self) -> &str {
+        "logferry"
+    }
+    fn register(&self, consumer: &MemoryConsumer) {
+        self.inner.register(consumer)
+    }
+    fn unregister(&self, consumer: &MemoryConsumer) {
+        self.inner.unregister(consumer)
+    }
+    fn grow(&self, reservation: &MemoryReservation, additional: usize) {
+        self.inner.grow(reservation, additional);
+        self.note();
+    }
+    fn shrink(&self, reservation: &MemoryReservation, shrink: usize) {
+        self.inner.shrink(reservation, shrink)
+    }
+    fn try_grow(
+        &self,
+        reservation: &MemoryReservation,
+        additional: usize,
+    ) -> datafusion::error::Result<()> {
+        self.inner.try_grow(reservation, additional)?;
+        self.note();
+        Ok(())
+    }
+    fn reserved(&self) -> usize {
+        self.inner.reserved()
+    }
+    fn memory_limit(&self) -> MemoryLimit {
+        self.inner.memory_limit()
+    }
+}
+
+/// Bytes the operators of an executed plan spilled to disk.
+pub fn spilled_bytes(plan: &Arc<dyn ExecutionPlan>) -> u64 {
+    let own = plan.metrics().and_then(|m| m.spilled_bytes()).unwrap_or(0) as u64;
+    own + plan
+        .children()
+        .iter()
+        .map(|c| spilled_bytes(c))
+        .sum::<u64>()
+}
+
+fn session_config() -> SessionConfig {
+    SessionConfig::new()
         .with_target_partitions(
             std::thread::available_parallelism()
                 .map(|n| n.get())
@@ -37,8 +199,13 @@ pub fn new_session() -> SessionContext {
             false,
         )
         .set_bool("datafusion.sql_parser.map_string_types_to_utf8view", false)
-        .set_str("datafusion.sql_parser.dialect", "generic");
-    SessionContext::new_with_config(config)
+        .set_str("datafusion.sql_parser.dialect", "generic")
+}
+
+/// A session with logferry's settings and no memory limit: plain `Utf8`
+/// strings (not views), so that query results match the table schemas.
+pub fn new_session() -> SessionContext {
+    SessionContext::new_with_config(session_config())
 }
 
 /// Requests a query has in flight on one store at most. A table over an

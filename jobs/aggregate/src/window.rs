@@ -16,7 +16,7 @@ use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use parquet::file::properties::WriterProperties;
 
-use logferry_core::config::ParquetSettings;
+use logferry_core::config::{AggregateSettings, ParquetSettings};
 use logferry_core::dlq::{DlqBuilder, DlqRow};
 use logferry_core::failpoint;
 use logferry_core::ids::IdHasher;
@@ -30,14 +30,16 @@ use logferry_core::records::{
 };
 use logferry_core::schema::{dead_letter_schema, log_record_schema};
 use logferry_core::storage::{
-    Location, delete_if_exists, encode_parquet, list_all, parquet_footer_rows, writer_properties,
+    Location, delete_if_exists, encode_parquet, list_all, parquet_footer_rows,
+    writer_properties_with,
 };
 
-use crate::engine::{self, EngineOutput};
+use crate::engine::{self, EventTimes, RollupOutput};
 use crate::error::{Error, Result};
 use crate::keys::{KeySet, batch_keys};
 use crate::program::SqlProgram;
-use crate::session::{new_session, parquet_table, register_store};
+use crate::session::{Engine, parquet_table, register_store};
+use crate::sink::{PartWriter, TenantSplit, part_name};
 pub use logferry_core::records::{AggregateRecord, FileRef, InputFile, aggregate_key};
 
 /// What aggregating a window did.
@@ -58,6 +60,9 @@ pub struct Aggregator {
     ledger: Ledger,
     program: Arc<SqlProgram>,
     props: WriterProperties,
+    engine: Engine,
+    spill_dir: std::path::PathBuf,
+    object_rows: usize,
 }
 
 impl std::fmt::Debug for Aggregator {
@@ -68,40 +73,30 @@ impl std::fmt::Debug for Aggregator {
     }
 }
 
-/// Splits batches sorted by `tenant_id` into per-tenant runs.
-fn split_by_tenant(batches: &[RecordBatch]) -> Result<BTreeMap<String, Vec<RecordBatch>>> {
-    let mut out: BTreeMap<String, Vec<RecordBatch>> = BTreeMap::new();
-    for b in batches {
-        let col = b
-            .column(b.schema().index_of("tenant_id")?)
-            .as_string::<i32>()
-            .clone();
-        let mut start = 0;
-        for i in 1..=b.num_rows() {
-            if i == b.num_rows() || col.value(i) != col.value(start) {
-                out.entry(col.value(start).to_string())
-                    .or_default()
-                    .push(b.slice(start, i - start));
-                start = i;
-            }
-        }
-    }
-    Ok(out)
-}
-
 impl Aggregator {
     /// An aggregator over `lake` running `program`.
     pub fn new(
         lake: Location,
         program: Arc<SqlProgram>,
         parquet: &ParquetSettings,
+        limits: &AggregateSettings,
     ) -> Result<Self> {
+        std::fs::create_dir_all(&limits.spill_dir)
+            .map_err(|e| logferry_core::Error::io(limits.spill_dir.display(), e))?;
         Ok(Aggregator {
             ledger: Ledger::new(lake.store.clone(), STATE),
             lake,
             program,
-            props: writer_properties(parquet)?,
+            props: writer_properties_with(parquet, limits.zstd_level)?,
+            engine: Engine::new(limits.memory_limit, Some(&limits.spill_dir))?,
+            spill_dir: limits.spill_dir.clone(),
+            object_rows: limits.object_rows,
         })
+    }
+
+    /// The engine its queries run on (its memory pool).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
     }
 
     /// The lake's ledger.
@@ -215,10 +210,15 @@ impl Aggregator {
         if prev.value.run_id == run_id {
             return Ok(Outcome::UpToDate(prev.value));
         }
-        let mut out = self.compute(w, &mine, None, true).await?;
         // Rollups are written below, merged with the other tenants' rows.
-        let computed = std::mem::take(&mut out.rollups);
-        let (curated, _, dlq) = self.write_outputs(w, &run_id, &out).await?;
+        let mut out = self
+            .compute(w, &mine, None, Rollups::Collect, &run_id, false)
+            .await?;
+        let computed = std::mem::take(&mut out.collected);
+        let (curated, dlq) = (
+            std::mem::take(&mut out.curated),
+            std::mem::take(&mut out.dlq),
+        );
         // Rollup rows of the other tenants come from the committed run.
         let mut rollups = Vec::new();
         for r in &computed {
@@ -291,7 +291,8 @@ impl Aggregator {
                 .collect(),
             counts,
             event_time: out.event_time,
-            ages: row_ages(&out.curated)?,
+            ages: out.ages,
+            spilled_bytes: out.spilled,
             finished_at: Utc::now(),
             duration_ms: start.elapsed().as_millis() as u64,
         };
@@ -331,8 +332,9 @@ impl Aggregator {
             .current_chain(w, prev.as_ref().map(|p| &p.value))
             .await?;
 
-        let out = self.compute(w, &inputs, None, true).await?;
-        let (curated, rollups, dlq) = self.write_outputs(w, &run_id, &out).await?;
+        let out = self
+            .compute(w, &inputs, None, Rollups::Write, &run_id, false)
+            .await?;
         failpoint::hit("aggregate.after_outputs");
 
         let record = AggregateRecord {
@@ -340,12 +342,13 @@ impl Aggregator {
             run_id: run_id.clone(),
             program_hash: self.program.hash.clone(),
             inputs: inputs.clone(),
-            curated,
-            rollups,
-            dlq,
+            curated: out.curated,
+            rollups: out.rollups,
+            dlq: out.dlq,
             counts: out.counts,
             event_time: out.event_time,
-            ages: row_ages(&out.curated)?,
+            ages: out.ages,
+            spilled_bytes: out.spilled,
             finished_at: Utc::now(),
             duration_ms: start.elapsed().as_millis() as u64,
         };
@@ -469,11 +472,11 @@ impl Aggregator {
         }
         let id = h.hex();
 
-        let out = self.compute(w, &inputs, Some(seen), false).await?;
-        let (curated, _, dlq) = self.write_outputs(w, &id, &out).await?;
+        let out = self
+            .compute(w, &inputs, Some(seen), Rollups::None, &id, true)
+            .await?;
         failpoint::hit("increment.after_outputs");
-        let mut keys = batch_keys(&out.curated)?;
-        keys.extend(batch_keys(&out.rejected)?);
+        let (curated, dlq, keys) = (out.curated, out.dlq, out.keys);
         let rows: u64 = curated.iter().map(|f| f.rows).sum();
         let inc = Increment {
             seq: seq + 1,
@@ -485,7 +488,7 @@ impl Aggregator {
             dlq,
             counts: out.counts,
             event_time: out.event_time,
-            ages: row_ages(&out.curated)?,
+            ages: out.ages,
             finished_at: Utc::now(),
             duration_ms: start.elapsed().as_millis() as u64,
             rows_after: rows_before + rows,
@@ -561,25 +564,133 @@ impl Aggregator {
     }
 
     /// Runs the SQL program over these landing objects of `w` (dropping
-    /// the records whose keys `seen` holds; with or without the rollups),
-    /// and checks that it read every row of them.
+    /// the records whose keys `seen` holds) and streams its outputs into
+    /// objects named by `run_id`; checks that it read every row of them.
     async fn compute(
         &self,
         w: Window,
         inputs: &[InputFile],
         seen: Option<&KeySet>,
-        rollups: bool,
-    ) -> Result<EngineOutput> {
-        let ctx = new_session();
+        rollups: Rollups,
+        run_id: &str,
+        want_keys: bool,
+    ) -> Result<Computed> {
+        // Decoded rows take some five times their zstd Parquet size.
+        let rows_bytes = inputs.iter().map(|i| i.size).sum::<u64>() * 5;
+        let ctx = self.engine.session_for(Some(rows_bytes));
         register_store(&ctx, "lake", self.lake.store.clone())?;
         let files: Vec<String> = inputs.iter().map(|i| i.path.clone()).collect();
         ctx.register_table(
             "window_input",
             parquet_table("lake", log_record_schema(), None, &files)?,
         )?;
-        let out = engine::run_with(&ctx, &self.program, seen, rollups).await?;
-        self.check_read_all(w, inputs, &out).await?;
-        Ok(out)
+        let prep = engine::prepare(&ctx, self.program.clone(), seen, &self.spill_dir).await?;
+        self.check_read_all(w, inputs, &prep.input).await?;
+        let mut spilled = prep.spilled;
+        let mut keys = Vec::new();
+
+        let log_schema = log_record_schema();
+        let mut ages = RowAges {
+            at_us: Utc::now().timestamp_micros(),
+            tenants: BTreeMap::new(),
+        };
+        let mut times = EventTimes::default();
+        let mut split = TenantSplit::new(|tenant: &str| {
+            let (t, id) = (tenant.to_string(), run_id.to_string());
+            PartWriter::new(
+                self.lake.clone(),
+                self.props.clone(),
+                log_schema.clone(),
+                self.object_rows,
+                move |n| curated_file(w, &t, &part_name(&id, n)),
+                Some(tenant),
+                None,
+            )
+        });
+        let mut run = prep.curated().await?;
+        while let Some(b) = run.next().await? {
+            add_ages(&mut ages, &b)?;
+            times.add(&b);
+            if want_keys {
+                keys.extend(batch_keys(std::slice::from_ref(&b))?);
+            }
+            split.write(&b).await?;
+        }
+        spilled += run.spilled();
+        let counts = prep.counts(&split.rows)?;
+        let curated = split.finish().await?;
+
+        let dschema = dead_letter_schema();
+        let mut split = TenantSplit::new(|tenant: &str| {
+            let (t, id) = (tenant.to_string(), run_id.to_string());
+            let id2 = id.clone();
+            PartWriter::new(
+                self.lake.clone(),
+                self.props.clone(),
+                dschema.clone(),
+                self.object_rows,
+                move |n| dlq_file(Stage::Aggregate, &t, w, &part_name(&id, n)),
+                Some(tenant),
+                None,
+            )
+            .with_map(Box::new(move |b| {
+                rejected_to_dlq(w, &id2, std::slice::from_ref(b))
+            }))
+        });
+        let mut run = prep.rejected().await?;
+        while let Some(b) = run.next().await? {
+            if want_keys {
+                keys.extend(batch_keys(std::slice::from_ref(&b))?);
+            }
+            split.write(&b).await?;
+        }
+        spilled += run.spilled();
+        let dlq = split.finish().await?;
+
+        let mut written = Vec::new();
+        let mut collected = Vec::new();
+        for r in prep.rollups().iter().filter(|_| rollups != Rollups::None) {
+            let mut run = prep.rollup(r).await?;
+            let mut batches = Vec::new();
+            let mut writer = PartWriter::new(
+                self.lake.clone(),
+                self.props.clone(),
+                run.schema.clone(),
+                usize::MAX,
+                {
+                    let (name, id) = (r.name.clone(), run_id.to_string());
+                    move |_| rollup_file(&name, w, &id)
+                },
+                None,
+                Some(&r.name),
+            );
+            while let Some(b) = run.next().await? {
+                match rollups {
+                    Rollups::Collect => batches.push(b),
+                    _ => writer.write(b).await?,
+                }
+            }
+            spilled += run.spilled();
+            match rollups {
+                Rollups::Collect => collected.push(RollupOutput {
+                    name: r.name.clone(),
+                    schema: run.schema.clone(),
+                    batches,
+                }),
+                _ => written.extend(writer.finish(true).await?),
+            }
+        }
+        Ok(Computed {
+            curated,
+            rollups: written,
+            collected,
+            dlq,
+            counts,
+            event_time: times.stats(),
+            ages,
+            keys,
+            spilled,
+        })
     }
 
     /// The engine must have read every row the landing objects hold: a
@@ -589,14 +700,14 @@ impl Aggregator {
         &self,
         w: Window,
         inputs: &[InputFile],
-        out: &EngineOutput,
+        read: &BTreeMap<String, u64>,
     ) -> Result<()> {
         let mut landed = 0u64;
         for i in inputs {
             landed +=
                 parquet_footer_rows(&self.lake.store, &Path::from(i.path.as_str()), i.size).await?;
         }
-        let read: u64 = out.counts.values().map(|c| c.input).sum();
+        let read: u64 = read.values().sum();
         if read != landed {
             return Err(Error::Internal(format!(
                 "window {w}: the SQL program read {read} rows, the window's {} landing objects hold {landed}",
@@ -626,42 +737,30 @@ impl Aggregator {
             table: table.map(str::to_string),
         })
     }
+}
 
-    async fn write_outputs(
-        &self,
-        w: Window,
-        run_id: &str,
-        out: &EngineOutput,
-    ) -> Result<(Vec<FileRef>, Vec<FileRef>, Vec<FileRef>)> {
-        let log_schema = log_record_schema();
-        let mut curated = Vec::new();
-        for (tenant, batches) in split_by_tenant(&out.curated)? {
-            let path = curated_file(w, &tenant, run_id);
-            curated.push(
-                self.put(path, &log_schema, &batches, Some(&tenant), None)
-                    .await?,
-            );
-        }
-        let mut rollups = Vec::new();
-        for r in &out.rollups {
-            let path = rollup_file(&r.name, w, run_id);
-            rollups.push(
-                self.put(path, &r.schema, &r.batches, None, Some(&r.name))
-                    .await?,
-            );
-        }
-        let mut dlq = Vec::new();
-        let dschema = dead_letter_schema();
-        for (tenant, batches) in split_by_tenant(&out.rejected)? {
-            let batch = rejected_to_dlq(w, run_id, &batches)?;
-            let path = dlq_file(Stage::Aggregate, &tenant, w, run_id);
-            dlq.push(
-                self.put(path, &dschema, &[batch], Some(&tenant), None)
-                    .await?,
-            );
-        }
-        Ok((curated, rollups, dlq))
-    }
+/// Which rollups a computation makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rollups {
+    /// None (an increment: the seal's full run makes them).
+    None,
+    /// Written, one object each.
+    Write,
+    /// Collected, to be merged with other rows before they are written.
+    Collect,
+}
+
+/// What running the program over a window wrote and counted.
+struct Computed {
+    curated: Vec<FileRef>,
+    rollups: Vec<FileRef>,
+    collected: Vec<RollupOutput>,
+    dlq: Vec<FileRef>,
+    counts: BTreeMap<String, logferry_core::records::WindowCounts>,
+    event_time: logferry_core::records::EventTimeStats,
+    ages: RowAges,
+    keys: Vec<u128>,
+    spilled: u64,
 }
 
 /// The increments a head names, first to last, from the ledger.
@@ -732,34 +831,31 @@ pub struct IncrementDone {
     pub keys: Vec<u128>,
 }
 
-/// Ages of curated rows now, since their event time and their ingest, by
-/// tenant.
-fn row_ages(batches: &[RecordBatch]) -> Result<RowAges> {
-    let now = Utc::now().timestamp_micros();
-    let mut out = RowAges {
-        at_us: now,
-        tenants: BTreeMap::new(),
-    };
-    for b in batches {
-        let s = b.schema();
-        let tenants = b.column(s.index_of("tenant_id")?).as_string::<i32>();
-        let event = b
-            .column(s.index_of("timestamp")?)
-            .as_primitive::<TimestampMicrosecondType>();
-        let ingest = b
-            .column(s.index_of("ingest_time")?)
-            .as_primitive::<TimestampMicrosecondType>();
-        for i in 0..b.num_rows() {
-            let a = out.tenants.entry(tenants.value(i).to_string()).or_default();
-            if !event.is_null(i) {
-                a.event.record((now - event.value(i)) as f64 / 1000.0);
-            }
-            if !ingest.is_null(i) {
-                a.ingest.record((now - ingest.value(i)) as f64 / 1000.0);
-            }
+/// Adds the ages of a batch of curated rows at `ages.at_us`, since their
+/// event time and their ingest, by tenant.
+fn add_ages(ages: &mut RowAges, b: &RecordBatch) -> Result<()> {
+    let now = ages.at_us;
+    let s = b.schema();
+    let tenants = b.column(s.index_of("tenant_id")?).as_string::<i32>();
+    let event = b
+        .column(s.index_of("timestamp")?)
+        .as_primitive::<TimestampMicrosecondType>();
+    let ingest = b
+        .column(s.index_of("ingest_time")?)
+        .as_primitive::<TimestampMicrosecondType>();
+    for i in 0..b.num_rows() {
+        let a = ages
+            .tenants
+            .entry(tenants.value(i).to_string())
+            .or_default();
+        if !event.is_null(i) {
+            a.event.record((now - event.value(i)) as f64 / 1000.0);
+        }
+        if !ingest.is_null(i) {
+            a.ingest.record((now - ingest.value(i)) as f64 / 1000.0);
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Dead-letter entries for rows that broke a rule: the raw payload is the row
@@ -823,32 +919,4 @@ fn rejected_to_dlq(w: Window, run_id: &str, batches: &[RecordBatch]) -> Result<R
         }
     }
     Ok(b.finish()?)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use arrow::array::StringArray;
-    use arrow::datatypes::{DataType, Field, Schema};
-
-    #[test]
-    fn splits_sorted_batches_by_tenant() {
-        let schema = Arc::new(Schema::new(vec![Field::new(
-            "tenant_id",
-            DataType::Utf8,
-            false,
-        )]));
-        let mk = |v: Vec<&str>| {
-            RecordBatch::try_new(schema.clone(), vec![Arc::new(StringArray::from(v))]).unwrap()
-        };
-        let parts = split_by_tenant(&[mk(vec!["a", "a", "b"]), mk(vec!["b", "c"])]).unwrap();
-        let rows: Vec<(String, usize)> = parts
-            .iter()
-            .map(|(k, v)| (k.clone(), v.iter().map(|b| b.num_rows()).sum()))
-            .collect();
-        assert_eq!(
-            rows,
-            vec![("a".into(), 2), ("b".into(), 2), ("c".into(), 1)]
-        );
-    }
 }

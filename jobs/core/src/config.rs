@@ -293,6 +293,14 @@ pub struct ParquetConfig {
 pub struct AggregateConfig {
     /// Directory holding the SQL program; empty for the built-in copy.
     pub sql_dir: String,
+    /// Memory pool of the queries, bytes.
+    pub memory_limit: u64,
+    /// Spill and scratch directory; empty for `<data-dir>/spill`.
+    pub spill_dir: String,
+    /// Rows per curated or dead-letter object.
+    pub object_rows: usize,
+    /// zstd level of curated, rollup and dead-letter objects.
+    pub zstd_level: i32,
 }
 
 /// `[warehouse]`.
@@ -600,6 +608,31 @@ impl Config {
         } else {
             Some(PathBuf::from(self.aggregate.sql_dir.trim()))
         };
+        let a = &self.aggregate;
+        let aggregate = AggregateSettings {
+            memory_limit: if a.memory_limit >= 32 << 20 {
+                a.memory_limit as usize
+            } else {
+                return Err(Error::Config(format!(
+                    "aggregate.memory_limit must be at least 32 MiB (33554432), got {}",
+                    a.memory_limit
+                )));
+            },
+            spill_dir: if a.spill_dir.trim().is_empty() {
+                data_dir.join("spill")
+            } else {
+                PathBuf::from(a.spill_dir.trim())
+            },
+            object_rows: positive("aggregate.object_rows", a.object_rows)?,
+            zstd_level: if (1..=22).contains(&a.zstd_level) {
+                a.zstd_level
+            } else {
+                return Err(Error::Config(format!(
+                    "aggregate.zstd_level must be 1..=22, got {}",
+                    a.zstd_level
+                )));
+            },
+        };
         let r = &self.run;
         let run = RunSettings {
             max_attempts: r.max_attempts.max(1),
@@ -647,6 +680,7 @@ impl Config {
             forward,
             parquet,
             sql_dir,
+            aggregate,
             warehouse,
             partitioning,
             seal_after,
@@ -685,6 +719,8 @@ pub struct Settings {
     pub parquet: ParquetSettings,
     /// Directory of the SQL program, `None` for the built-in one.
     pub sql_dir: Option<PathBuf>,
+    /// Memory and disk of the aggregate's queries.
+    pub aggregate: AggregateSettings,
     /// Warehouse choice.
     pub warehouse: WarehouseSettings,
     /// Warehouse table partitioning.
@@ -707,6 +743,19 @@ pub struct Settings {
     pub kpi: logferry_observe::Thresholds,
     /// Prices of the cost model.
     pub cost: logferry_observe::cost::CostConfig,
+}
+
+/// Validated `[aggregate]` limits.
+#[derive(Debug, Clone)]
+pub struct AggregateSettings {
+    /// Bytes DataFusion's memory pool holds at most.
+    pub memory_limit: usize,
+    /// Where queries spill and scratch files go.
+    pub spill_dir: PathBuf,
+    /// Rows per curated or dead-letter object.
+    pub object_rows: usize,
+    /// zstd level of curated, rollup and dead-letter objects.
+    pub zstd_level: i32,
 }
 
 /// Validated `[run]`.

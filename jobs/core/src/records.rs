@@ -132,6 +132,9 @@ pub struct AggregateRecord {
     /// Ages of the curated rows when the run read them, per tenant.
     #[serde(default)]
     pub ages: RowAges,
+    /// Bytes the run's queries spilled to disk (past the memory limit).
+    #[serde(default)]
+    pub spilled_bytes: u64,
     /// When the run committed.
     pub finished_at: DateTime<Utc>,
     /// Run time.

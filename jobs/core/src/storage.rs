@@ -257,9 +257,22 @@ pub const HIGH_CARDINALITY_COLUMNS: [&str; 7] = [
     "detail",
 ];
 
+/// Free-text columns: the ones a higher zstd level shrinks (the ids are
+/// random and as small at level 1).
+pub const TEXT_COLUMNS: [&str; 4] = ["message", "attributes", "raw", "detail"];
+
 /// Writer properties for every Parquet object logferry writes.
 pub fn writer_properties(p: &ParquetSettings) -> Result<WriterProperties> {
+    writer_properties_with(p, p.zstd_level)
+}
+
+/// Writer properties with the free-text columns at `text_zstd_level`.
+pub fn writer_properties_with(
+    p: &ParquetSettings,
+    text_zstd_level: i32,
+) -> Result<WriterProperties> {
     let level = ZstdLevel::try_new(p.zstd_level)?;
+    let text = Compression::ZSTD(ZstdLevel::try_new(text_zstd_level)?);
     let mut b = WriterProperties::builder()
         .set_compression(Compression::ZSTD(level))
         .set_max_row_group_row_count(Some(p.row_group_rows))
@@ -268,6 +281,9 @@ pub fn writer_properties(p: &ParquetSettings) -> Result<WriterProperties> {
         b = b
             .set_column_dictionary_enabled(ColumnPath::from(c), false)
             .set_column_statistics_enabled(ColumnPath::from(c), EnabledStatistics::None);
+    }
+    for c in TEXT_COLUMNS {
+        b = b.set_column_compression(ColumnPath::from(c), text);
     }
     Ok(b.build())
 }

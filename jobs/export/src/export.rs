@@ -214,12 +214,37 @@ pub struct Exporter {
 /// the export store. Plain date/hour folders, not `dt=`/`hour=`: a loader
 /// that detects Hive partitions (DuckDB does) would add them as columns
 /// the table does not have.
-pub fn export_path(table: &str, w: Window, run_id: &str, tenant: Option<&str>) -> String {
-    let name = match tenant {
-        Some(tn) => format!("{run_id}-{tn}.parquet"),
-        None => format!("{run_id}.parquet"),
+/// A run writes a tenant's rows in one or more parts (objects of bounded
+/// size): part 0 is `<run>-<tenant>.parquet`, part n `<run>-<tenant>.n.parquet`.
+pub fn export_path(
+    table: &str,
+    w: Window,
+    run_id: &str,
+    tenant: Option<&str>,
+    part: usize,
+) -> String {
+    let stem = match tenant {
+        Some(tn) => format!("{run_id}-{tn}"),
+        None => run_id.to_string(),
+    };
+    let name = if part == 0 {
+        format!("{stem}.parquet")
+    } else {
+        format!("{stem}.{part}.parquet")
     };
     format!("{table}/{}/{}/{name}", w.dt(), w.hour())
+}
+
+/// Numbers the parts of each tenant's rows in the order a run lists them.
+#[derive(Debug, Default)]
+struct PartCounter(BTreeMap<Option<String>, usize>);
+
+impl PartCounter {
+    fn next(&mut self, tenant: Option<&str>) -> usize {
+        let n = self.0.entry(tenant.map(str::to_string)).or_default();
+        *n += 1;
+        *n - 1
+    }
 }
 
 /// What appending an increment did.
@@ -344,8 +369,10 @@ impl Exporter {
     ) -> Result<(Vec<Vec<ExportedFile>>, u64, u64, LatencyRecorder)> {
         let mut work = Vec::new();
         for (t, src) in sources.iter().enumerate() {
+            let mut parts = PartCounter::default();
             for (lake_path, tenant, rows) in &src.files {
-                let dest = export_path(&src.table, w, run_id, tenant.as_deref());
+                let part = parts.next(tenant.as_deref());
+                let dest = export_path(&src.table, w, run_id, tenant.as_deref(), part);
                 work.push((t, lake_path.clone(), dest, *rows));
             }
         }
@@ -681,8 +708,10 @@ impl Exporter {
     /// Removes the export objects of increments a full run replaced.
     pub async fn remove_chain(&self, w: Window, chain: &[Increment]) -> Result<()> {
         for inc in chain {
+            let mut parts = PartCounter::default();
             for f in &inc.curated {
-                let path = export_path(LOG_RECORDS_TABLE, w, &inc.id, f.tenant.as_deref());
+                let part = parts.next(f.tenant.as_deref());
+                let path = export_path(LOG_RECORDS_TABLE, w, &inc.id, f.tenant.as_deref(), part);
                 self.export.delete(&path).await?;
             }
         }
