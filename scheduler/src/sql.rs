@@ -12,7 +12,7 @@ use datafusion::sql::sqlparser::ast::Statement;
 use object_store::path::Path;
 
 use logferry_aggregate::catalog::{LakeFiles, register_lake};
-use logferry_aggregate::session::{new_session, parquet_table, register_store};
+use logferry_aggregate::session::{parquet_table, register_store};
 use logferry_core::partition::Window;
 use logferry_core::schema::{LOG_RECORDS_TABLE, log_record_schema};
 use logferry_core::storage::parquet_schema;
@@ -37,7 +37,10 @@ pub async fn session_for(
     window: Option<Window>,
     query: Option<&str>,
 ) -> Result<(SessionContext, LakeFiles)> {
-    let s = new_session();
+    // Ad-hoc queries run under the aggregate's memory limit, spilling past
+    // it: a query over months of the lake does not take the machine.
+    let a = &ctx.settings.aggregate;
+    let s = logferry_aggregate::session::Engine::new(a.memory_limit, Some(&a.spill_dir))?.session();
     let files = register_lake(&s, &ctx.lake, window).await?;
     match &ctx.warehouse {
         WarehouseHandle::Local(wh) => {
