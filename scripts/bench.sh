@@ -105,17 +105,7 @@ step() {
   local shipped; shipped=$(run_sum "$WORK/run-$n.out" curated_bytes)
   local sent; sent=$(run_sum "$WORK/run-$n.out" bytes_sent)
   $lf reconcile > "$WORK/reconcile-$n.txt" || { cat "$WORK/reconcile-$n.txt"; echo "reconcile failed" >&2; exit 1; }
-  local spilled; spilled=$("$PY" - "$dir/lake/lake/_state" <<'EOF'
-import json, pathlib, sys
-total = 0
-for p in pathlib.Path(sys.argv[1]).glob("windows/**/aggregate/*.json"):
-    try:
-        total += json.loads(p.read_text()).get("spilled_bytes", 0)
-    except (ValueError, AttributeError):
-        pass
-print(total)
-EOF
-)
+  local spilled; spilled=$(run_sum "$WORK/run-$n.out" spilled_bytes)
   if [ "${COMPARE:-0}" = 1 ]; then
     RUN_WALL=$run_wall RUN_RSS=$run_rss SHIPPED=$shipped SENT=$sent
   fi

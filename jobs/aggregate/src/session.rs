@@ -76,13 +76,6 @@ impl Engine {
         Ok(Engine { runtime, pool })
     }
 
-    /// An engine with no memory limit (tests, small ad-hoc work).
-    pub fn unbounded() -> Self {
-        // usize::MAX / 2: the fair pool divides its size among spillers.
-        #[allow(clippy::unwrap_used)] // no spill directory to create
-        Self::new(usize::MAX / 2, None).unwrap()
-    }
-
     /// A session on this engine's pool and disk, with DataFusion's
     /// partitions (one per core).
     pub fn session(&self) -> SessionContext {
