@@ -557,13 +557,6 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-// glibc's allocator keeps an arena per thread and returns little of it:
-// measured on an hour of 5,000,000 records, the aggregate's peak RSS was
-// 1.35 GB with it (0.85 GB with MALLOC_ARENA_MAX=2) and 0.76 GB with
-// jemalloc, the pool being the same.
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
 fn main() -> ExitCode {
     // Both rustls crypto providers are compiled in (the AWS SDK uses
     // aws-lc-rs, reqwest-based clients ring): pick one for the process so

@@ -10,10 +10,6 @@ use serde_json::Value;
 use logferry::cli::Global;
 use logferry::context::Ctx;
 
-// As in the logferry binary: glibc's per-thread arenas hold on to memory.
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
