@@ -516,7 +516,9 @@ impl<'p> Backfill<'p> {
         let (mut rows, mut bytes) = (0u64, 0u64);
         let mut result_schema = None;
         for &w in ws {
-            let (s, _) = crate::sql::session(ctx, Some(w)).await?;
+            let (s, _) =
+                crate::sql::session_on(ctx, &ctx.settings.cluster, Some(w), Some(sql.as_str()))
+                    .await?;
             let (schema, batches) = crate::sql::query_with_schema(&s, sql)
                 .await
                 .map_err(|e| e.context(format!("backfill query over window {w}")))?;

@@ -23,6 +23,9 @@ pub struct Ctx {
     pub export: Arc<dyn ExportStore>,
     /// The warehouse.
     pub warehouse: WarehouseHandle,
+    /// The `df://` URL of the standalone Ballista cluster this context
+    /// started (`[cluster] scheduler = "standalone"`), once started.
+    pub standalone: Arc<tokio::sync::OnceCell<String>>,
 }
 
 /// The config file to use: the flag or env, else `<data-dir>/logferry.toml`.
@@ -68,6 +71,7 @@ impl Ctx {
             lake,
             export,
             warehouse,
+            standalone: Default::default(),
         })
     }
 

@@ -6,6 +6,7 @@
 
 pub mod backfill;
 pub mod cli;
+pub mod cluster;
 pub mod context;
 pub mod daemon;
 pub mod dashboards;

@@ -205,7 +205,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Sql { query, format } => {
             let ctx = Ctx::open(g).await?;
             sql::ensure_read_only(query)?;
-            let (s, _) = sql::session_for(&ctx, None, Some(query)).await?;
+            let (s, _) = sql::session_on(&ctx, &ctx.settings.cluster, None, Some(query)).await?;
             let (schema, batches) = sql::query_with_schema(&s, query).await?;
             let stdout = std::io::stdout();
             sql::write(&schema, &batches, *format, &mut stdout.lock())?;
@@ -524,6 +524,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
             Ok(status_of(r.complete))
         }
+        Command::Cluster { command } => cluster(g, command).await,
         Command::Dlq { command } => {
             let ctx = Ctx::open(g).await?;
             let (f, replay) = match command {
@@ -563,7 +564,13 @@ fn main() -> ExitCode {
     // that no client has to guess.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
-    init_logging(&cli.global, matches!(cli.command, Command::Daemon { .. }));
+    init_logging(
+        &cli.global,
+        matches!(
+            cli.command,
+            Command::Daemon { .. } | Command::Cluster { .. }
+        ),
+    );
     if let Err(e) = logferry_core::failpoint::check_env() {
         eprintln!("error: {e}");
         return ExitCode::from(2);
@@ -598,4 +605,38 @@ fn main() -> ExitCode {
         eprintln!("logferry: {faults} storage faults injected (LOGFERRY_FAULT_RATE)");
     }
     code
+}
+
+#[cfg(feature = "ballista")]
+async fn cluster(g: &cli::Global, command: &cli::ClusterCommand) -> Result<ExitCode> {
+    let ctx = Ctx::open(g).await?;
+    match command {
+        cli::ClusterCommand::Scheduler { bind } => {
+            logferry::cluster::run_scheduler(&ctx, *bind).await?
+        }
+        cli::ClusterCommand::Executor {
+            scheduler,
+            bind_host,
+            external_host,
+            port,
+            grpc_port,
+            slots,
+        } => {
+            let o = logferry::cluster::ExecutorOptions {
+                scheduler: scheduler.clone(),
+                bind_host: bind_host.clone(),
+                external_host: external_host.clone(),
+                port: *port,
+                grpc_port: *grpc_port,
+                slots: *slots,
+            };
+            logferry::cluster::run_executor(&ctx, o).await?
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(not(feature = "ballista"))]
+async fn cluster(_: &cli::Global, _: &cli::ClusterCommand) -> Result<ExitCode> {
+    Err(logferry::cluster::not_built("logferry cluster"))
 }

@@ -13,6 +13,7 @@ use object_store::path::Path;
 
 use logferry_aggregate::catalog::{LakeFiles, register_lake};
 use logferry_aggregate::session::{parquet_table, register_store};
+use logferry_core::config::ClusterTarget;
 use logferry_core::partition::Window;
 use logferry_core::schema::{LOG_RECORDS_TABLE, log_record_schema};
 use logferry_core::storage::parquet_schema;
@@ -37,10 +38,20 @@ pub async fn session_for(
     window: Option<Window>,
     query: Option<&str>,
 ) -> Result<(SessionContext, LakeFiles)> {
+    session_on(ctx, &ClusterTarget::Local, window, query).await
+}
+
+/// Like [`session_for`], with the queries run where `target` says: in this
+/// process, or on a Ballista cluster (`[cluster] scheduler`).
+pub async fn session_on(
+    ctx: &Ctx,
+    target: &ClusterTarget,
+    window: Option<Window>,
+    query: Option<&str>,
+) -> Result<(SessionContext, LakeFiles)> {
     // Ad-hoc queries run under the aggregate's memory limit, spilling past
     // it: a query over months of the lake does not take the machine.
-    let a = &ctx.settings.aggregate;
-    let s = logferry_aggregate::session::Engine::new(a.memory_limit, Some(&a.spill_dir))?.session();
+    let s = crate::cluster::session(ctx, target).await?;
     let files = register_lake(&s, &ctx.lake, window).await?;
     match &ctx.warehouse {
         WarehouseHandle::Local(wh) => {
@@ -73,6 +84,19 @@ pub async fn session_for(
         }
         WarehouseHandle::BigQuery(bq) => {
             let wanted = query.is_none_or(|q| q.to_ascii_lowercase().contains("warehouse"));
+            if *target != ClusterTarget::Local {
+                // The rows are fetched into this process: a table a cluster
+                // cannot be sent.
+                if wanted {
+                    return Err(Error::Config(
+                        "the `warehouse` table is read from BigQuery into this process and \
+                         cannot be sent to a Ballista cluster: query the lake's tables there, \
+                         or run this query with [cluster] scheduler = \"\""
+                            .into(),
+                    ));
+                }
+                return Ok((s, files));
+            }
             let batch = if wanted {
                 bq.read_table(LOG_RECORDS_TABLE, &log_record_schema(), None)
                     .await?

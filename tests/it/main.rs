@@ -5,6 +5,8 @@
 
 mod backfill;
 mod cli;
+#[cfg(feature = "ballista")]
+mod cluster;
 mod common;
 #[cfg(feature = "failpoints")]
 mod concurrency;

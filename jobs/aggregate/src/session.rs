@@ -6,7 +6,6 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, RecordBatch};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
@@ -88,18 +87,31 @@ impl Engine {
     /// do not starve each other. (Two partitions' merges took a 512 MiB
     /// pool between them on an hour of 5,000,000 records: 170 MB each.)
     pub fn session_for(&self, bytes: Option<u64>) -> SessionContext {
+        let mut config = self.sized(session_config());
+        if bytes.is_some_and(|b| b > self.memory_limit() as u64 / 2) {
+            config = config.with_target_partitions(1);
+        }
+        SessionContext::new_with_config_rt(config, self.runtime.clone())
+    }
+
+    /// `config` with the batch size and the sorts' merge reserve sized for
+    /// this engine's pool.
+    pub fn sized(&self, config: SessionConfig) -> SessionConfig {
         // What a sort keeps back for merging its spills: DataFusion's 10 MB,
         // or less in a small pool (a sixteenth of it).
         let reserve = (self.memory_limit() / 16).clamp(64 << 10, 10 << 20);
         // Batches of DataFusion's 8,192 rows, or fewer in a small pool: a
         // sort holds a few at least (some 32 of 512-byte rows per batch).
         let rows = (self.memory_limit() / (32 * 512)).clamp(512, 8192);
-        let mut config = session_config().with_batch_size(rows);
-        if bytes.is_some_and(|b| b > self.memory_limit() as u64 / 2) {
-            config = config.with_target_partitions(1);
-        }
-        let config = config.set_usize("datafusion.execution.sort_spill_reservation_bytes", reserve);
-        SessionContext::new_with_config_rt(config, self.runtime.clone())
+        config
+            .with_batch_size(rows)
+            .set_usize("datafusion.execution.sort_spill_reservation_bytes", reserve)
+    }
+
+    /// The pool and disk every session of this engine shares, for sessions
+    /// built elsewhere (a cluster's).
+    pub fn runtime(&self) -> Arc<RuntimeEnv> {
+        self.runtime.clone()
     }
 
     /// The most memory the pool's consumers held at once.
@@ -182,12 +194,18 @@ pub fn spilled_bytes(plan: &Arc<dyn ExecutionPlan>) -> u64 {
 }
 
 fn session_config() -> SessionConfig {
-    SessionConfig::new()
-        .with_target_partitions(
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(2),
-        )
+    with_semantics(SessionConfig::new()).with_target_partitions(
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2),
+    )
+}
+
+/// `config` with what logferry's queries rely on: plain `Utf8` strings (not
+/// views), so that results match the table schemas, and the generic SQL
+/// dialect.
+pub fn with_semantics(config: SessionConfig) -> SessionConfig {
+    config
         .set_bool(
             "datafusion.execution.parquet.schema_force_view_types",
             false,
@@ -211,15 +229,30 @@ pub const MAX_STORE_REQUESTS: usize = 32;
 /// Registers a store under [`store_url`]`(name)`, with at most
 /// [`MAX_STORE_REQUESTS`] requests in flight.
 pub fn register_store(ctx: &SessionContext, name: &str, store: Arc<dyn ObjectStore>) -> Result<()> {
+    register_runtime_store(ctx.runtime_env().as_ref(), name, store)
+}
+
+/// [`register_store`] on a runtime rather than a session: every session on
+/// it (a cluster executor's tasks among them) sees the store.
+pub fn register_runtime_store(
+    runtime: &RuntimeEnv,
+    name: &str,
+    store: Arc<dyn ObjectStore>,
+) -> Result<()> {
     let url = Url::parse(&store_url(name))
         .map_err(|e| Error::Internal(format!("store URL for {name}: {e}")))?;
-    ctx.register_object_store(&url, Arc::new(LimitStore::new(store, MAX_STORE_REQUESTS)));
+    runtime.register_object_store(&url, Arc::new(LimitStore::new(store, MAX_STORE_REQUESTS)));
     Ok(())
 }
 
+/// A prefix of every store that logferry never writes: an empty table is a
+/// listing of it, not an in-memory table, so that a plan over it can be sent
+/// to a cluster.
+const EMPTY_PREFIX: &str = ".logferry-empty";
+
 /// A table over Parquet objects of a registered store: either every object
 /// under `prefix` (recursively), or exactly `files`. No files makes an empty
-/// table of `schema`.
+/// table of `schema` (a listing of a prefix that holds nothing).
 pub fn parquet_table(
     store_name: &str,
     schema: SchemaRef,
@@ -237,9 +270,11 @@ pub fn parquet_table(
             .map(|f| ListingTableUrl::parse(format!("{base}{f}")))
             .collect::<datafusion::error::Result<_>>()?,
     };
-    if urls.is_empty() {
-        return Ok(Arc::new(MemTable::try_new(schema, vec![vec![]])?));
-    }
+    let urls = if urls.is_empty() {
+        vec![ListingTableUrl::parse(format!("{base}{EMPTY_PREFIX}/"))?]
+    } else {
+        urls
+    };
     let opts =
         ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
     let config = ListingTableConfig::new_with_multi_paths(urls)

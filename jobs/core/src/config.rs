@@ -52,6 +52,8 @@ pub struct Config {
     pub ledger: LedgerConfig,
     /// The SQL program of the aggregate stage.
     pub aggregate: AggregateConfig,
+    /// A Ballista cluster for ad-hoc SQL.
+    pub cluster: ClusterConfig,
     /// The warehouse the export stage loads.
     pub warehouse: WarehouseConfig,
     /// Retries of failed windows.
@@ -301,6 +303,67 @@ pub struct AggregateConfig {
     pub object_rows: usize,
     /// zstd level of curated, rollup and dead-letter objects.
     pub zstd_level: i32,
+}
+
+/// `[cluster]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Empty (this process), `standalone` or `df://host:port`.
+    pub scheduler: String,
+}
+
+/// Where ad-hoc queries run (validated `[cluster] scheduler`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterTarget {
+    /// In this process, on DataFusion.
+    Local,
+    /// On a Ballista scheduler and executor started in this process.
+    Standalone,
+    /// On the Ballista scheduler at this `df://host:port` URL.
+    Remote(String),
+}
+
+impl std::fmt::Display for ClusterTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClusterTarget::Local => f.write_str("\"\""),
+            ClusterTarget::Standalone => f.write_str("\"standalone\""),
+            ClusterTarget::Remote(url) => write!(f, "{url:?}"),
+        }
+    }
+}
+
+impl ClusterTarget {
+    /// Parses `[cluster] scheduler`.
+    pub fn parse(s: &str) -> Result<Self> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Ok(ClusterTarget::Local);
+        }
+        if s == "standalone" {
+            return Ok(ClusterTarget::Standalone);
+        }
+        let bad = |why: &str| {
+            Error::Config(format!(
+                "cluster.scheduler {s:?}: {why}; use \"\" (this process), \"standalone\" or \
+                 \"df://host:port\""
+            ))
+        };
+        let rest = s
+            .strip_prefix("df://")
+            .ok_or_else(|| bad("not a df:// URL"))?;
+        let (host, port) = rest
+            .trim_end_matches('/')
+            .rsplit_once(':')
+            .ok_or_else(|| bad("no port"))?;
+        if host.is_empty() {
+            return Err(bad("no host"));
+        }
+        port.parse::<u16>()
+            .map_err(|_| bad("the port is not a number"))?;
+        Ok(ClusterTarget::Remote(format!("df://{host}:{port}")))
+    }
 }
 
 /// `[warehouse]`.
@@ -681,6 +744,7 @@ impl Config {
             parquet,
             sql_dir,
             aggregate,
+            cluster: ClusterTarget::parse(&self.cluster.scheduler)?,
             warehouse,
             partitioning,
             seal_after,
@@ -721,6 +785,8 @@ pub struct Settings {
     pub sql_dir: Option<PathBuf>,
     /// Memory and disk of the aggregate's queries.
     pub aggregate: AggregateSettings,
+    /// Where ad-hoc queries run.
+    pub cluster: ClusterTarget,
     /// Warehouse choice.
     pub warehouse: WarehouseSettings,
     /// Warehouse table partitioning.
@@ -1445,6 +1511,28 @@ mod tests {
             );
             assert!(s.lake_url.starts_with("s3://") && s.export_url.starts_with("gs://"));
         }
+    }
+
+    #[test]
+    fn cluster_targets() {
+        assert_eq!(ClusterTarget::parse(" ").unwrap(), ClusterTarget::Local);
+        assert_eq!(
+            ClusterTarget::parse("standalone").unwrap(),
+            ClusterTarget::Standalone
+        );
+        assert_eq!(
+            ClusterTarget::parse("df://sched.internal:50050/").unwrap(),
+            ClusterTarget::Remote("df://sched.internal:50050".into())
+        );
+        for bad in ["http://x:1", "df://x", "df://:50050", "df://x:port"] {
+            let e = ClusterTarget::parse(bad).unwrap_err().to_string();
+            assert!(e.contains("cluster.scheduler"), "{bad}: {e}");
+        }
+        let s = load(None, &[("LOGFERRY__CLUSTER__SCHEDULER", "df://s:50050")])
+            .unwrap()
+            .validate(Path::new("/d"))
+            .unwrap();
+        assert_eq!(s.cluster, ClusterTarget::Remote("df://s:50050".into()));
     }
 
     #[test]

@@ -282,6 +282,50 @@ pub enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// A DataFusion Ballista cluster for `logferry sql` and `backfill --sql`
+    /// ([cluster] scheduler = "df://host:50050"): run its scheduler or an
+    /// executor, each with the pipeline's configuration, until stopped.
+    /// Needs a build with `--features ballista`.
+    Cluster {
+        /// What to run.
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+}
+
+/// `logferry cluster ...`.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// The scheduler: plans the queries clients send and hands their tasks
+    /// to the executors.
+    Scheduler {
+        /// Address to listen on (what clients' df:// URLs and executors name).
+        #[arg(long, default_value = "0.0.0.0:50050")]
+        bind: std::net::SocketAddr,
+    },
+    /// An executor: runs tasks on the lake under [aggregate] memory_limit,
+    /// spilling and keeping shuffle files under [aggregate] spill_dir.
+    Executor {
+        /// The scheduler, host:port.
+        #[arg(long, default_value = "localhost:50050")]
+        scheduler: String,
+        /// Address to bind.
+        #[arg(long, default_value = "0.0.0.0")]
+        bind_host: String,
+        /// Host name the scheduler and the other executors reach this one by
+        /// (default: what the scheduler sees).
+        #[arg(long)]
+        external_host: Option<String>,
+        /// Arrow Flight port: shuffle data.
+        #[arg(long, default_value_t = 50051)]
+        port: u16,
+        /// gRPC port: tasks.
+        #[arg(long, default_value_t = 50052)]
+        grpc_port: u16,
+        /// Tasks run at once; 0 for one per core.
+        #[arg(long, default_value_t = 0)]
+        slots: usize,
+    },
 }
 
 /// What `logferry dashboards` prints.
