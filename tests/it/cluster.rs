@@ -112,14 +112,6 @@ impl Proc {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The command's output, or `None` (and the command killed) when it takes
 /// longer than `limit`.
 fn within(mut cmd: std::process::Command, limit: Duration) -> Option<std::process::Output> {

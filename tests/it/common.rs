@@ -80,6 +80,15 @@ pub fn unique(tag: &str) -> String {
     )
 }
 
+/// A loopback port nothing listens on (at the moment it is asked for).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A data directory with its configuration.
 pub struct Env {
     pub dir: tempfile::TempDir,

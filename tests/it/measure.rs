@@ -296,14 +296,6 @@ fn a_load_test_through_kinesis_gcs_and_bigquery() {
     assert_eq!(r["loaded"].as_u64(), Some(200));
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Debian's Prometheus scrapes the daemon: the target is up and the
 /// catalogue's series are stored; promtool accepts the exposition.
 #[test]
