@@ -73,7 +73,10 @@ pub fn not_built(what: &str) -> Error {
 
 #[cfg(feature = "ballista")]
 async fn ballista_session(ctx: &Ctx, target: &ClusterTarget) -> Result<SessionContext> {
-    imp::session(ctx, target).await
+    match target {
+        ClusterTarget::Remote(url) => imp::session(ctx, Some(url)).await,
+        _ => imp::session(ctx, None).await,
+    }
 }
 
 #[cfg(feature = "ballista")]
@@ -89,12 +92,10 @@ mod imp {
     use datafusion::execution::{SessionState, SessionStateBuilder};
     use datafusion::prelude::{SessionConfig, SessionContext};
 
-    use logferry_aggregate::session::with_semantics;
-    use logferry_core::config::ClusterTarget;
-
     use super::{engine, runtime};
     use crate::context::Ctx;
     use crate::error::{Error, Result};
+    use logferry_aggregate::session::{cores, with_semantics};
 
     fn cluster_error(what: &str, e: impl std::fmt::Display) -> Error {
         Error::Fatal(format!("Ballista cluster: {what}: {e}"))
@@ -113,11 +114,12 @@ mod imp {
             .build())
     }
 
-    pub(super) async fn session(ctx: &Ctx, target: &ClusterTarget) -> Result<SessionContext> {
-        let url = match target {
-            ClusterTarget::Local => return Ok(engine(ctx)?.session()),
-            ClusterTarget::Remote(url) => url.clone(),
-            ClusterTarget::Standalone => ctx
+    /// A session on the scheduler at `url`, or (`None`) on this context's
+    /// standalone cluster, started the first time.
+    pub(super) async fn session(ctx: &Ctx, url: Option<&str>) -> Result<SessionContext> {
+        let url = match url {
+            Some(url) => url.to_string(),
+            None => ctx
                 .standalone
                 .get_or_try_init(|| start_standalone(ctx))
                 .await?
@@ -147,9 +149,7 @@ mod imp {
                 Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
             }
         };
-        let slots = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2);
+        let slots = cores();
         ballista_executor::new_standalone_executor_from_state(scheduler, slots, &state)
             .await
             .map_err(|e| cluster_error("starting the standalone executor", e))?;
@@ -215,13 +215,7 @@ mod imp {
         let work_dir = ctx.settings.aggregate.spill_dir.join("ballista");
         std::fs::create_dir_all(&work_dir)
             .map_err(|e| Error::io(work_dir.display().to_string(), e))?;
-        let slots = if o.slots == 0 {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(2)
-        } else {
-            o.slots
-        };
+        let slots = if o.slots == 0 { cores() } else { o.slots };
         let config = ExecutorProcessConfig {
             bind_host: o.bind_host.clone(),
             external_host: o.external_host.clone(),

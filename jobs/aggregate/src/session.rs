@@ -194,11 +194,15 @@ pub fn spilled_bytes(plan: &Arc<dyn ExecutionPlan>) -> u64 {
 }
 
 fn session_config() -> SessionConfig {
-    with_semantics(SessionConfig::new()).with_target_partitions(
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2),
-    )
+    with_semantics(SessionConfig::new()).with_target_partitions(cores())
+}
+
+/// This machine's cores: DataFusion's partitions, a cluster executor's
+/// task slots.
+pub fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
 }
 
 /// `config` with what logferry's queries rely on: plain `Utf8` strings (not
