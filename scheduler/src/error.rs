@@ -184,6 +184,20 @@ fn export_kind(e: &logferry_export::Error) -> ErrorKind {
     }
 }
 
+/// The Lambda functions' errors, as the orchestration names them.
+impl From<logferry_lambdas::Error> for Error {
+    fn from(e: logferry_lambdas::Error) -> Self {
+        use logferry_lambdas::Error as L;
+        match e {
+            L::Config(m) => Error::Config(m),
+            L::BadInput(m) => Error::BadInput(m),
+            L::Core(c) => Error::Core(c),
+            L::Forward(f) => Error::Forward(f),
+            L::DeadLetter(m) | L::Fatal(m) => Error::Fatal(m),
+        }
+    }
+}
+
 impl Error {
     /// What the caller does about it.
     pub fn kind(&self) -> ErrorKind {

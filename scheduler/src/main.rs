@@ -236,6 +236,25 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Debug {
+            command:
+                cli::DebugCommand::LambdaInvoke {
+                    bootstrap,
+                    events,
+                    env,
+                    runs,
+                    timeout,
+                    json,
+                },
+        } => {
+            let r = logferry::lambda::invoke_local(bootstrap, events, env, *runs, *timeout).await?;
+            if *json {
+                print_json(&r)?;
+            } else {
+                print::lambda_invoke(&r);
+            }
+            Ok(status_of(r.ok()))
+        }
         Command::Verify {
             command: cli::VerifyCommand::Isolation { window: w, json },
         } => {

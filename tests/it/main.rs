@@ -17,6 +17,7 @@ mod dlq;
 mod emulators;
 mod faultproxy;
 mod faults;
+mod forwarder;
 mod hostile;
 mod isolation;
 mod lambda;

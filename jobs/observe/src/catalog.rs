@@ -406,17 +406,35 @@ pub const CATALOG: &[MetricDef] = &[
         ),
         "PutRecords",
     ),
-    guide(
-        def(
-            "put_records_duration",
-            Histogram,
-            Seconds,
-            &["stream"],
-            C::Forwarder,
-            "Time of one PutRecords call, retries included",
+    emf(
+        guide(
+            def(
+                "put_records_duration",
+                Histogram,
+                Seconds,
+                &["stream"],
+                C::Forwarder,
+                "Time of one PutRecords call, retries included",
+            ),
+            "Lambda → Kinesis write latency",
+            None,
         ),
-        "Lambda → Kinesis write latency",
-        None,
+        "PutRecordsDuration",
+    ),
+    emf(
+        guide(
+            def(
+                "subscription_latency",
+                Histogram,
+                Milliseconds,
+                &[],
+                C::Forwarder,
+                "Time from a log event to its arrival at the client-side forwarder (the forwarder Lambda's EMF)",
+            ),
+            "CloudWatch Subscription Filter Latency",
+            below(1000.0, "< 1000ms"),
+        ),
+        "SubscriptionLatency",
     ),
     emf(
         guide(

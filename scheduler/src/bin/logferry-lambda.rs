@@ -3,6 +3,8 @@
 //! handled by `logferry::lambda`. Configured like the `logferry` binary:
 //! `LOGFERRY_CONFIG` (a file in the deployment package) and `LOGFERRY__*`
 //! overrides; the lake must be an s3:// URL (Lambda's disk does not last).
+//! The lean `logferry-forwarder` and `logferry-lander` (crate
+//! `logferry-lambdas`) carry only what their events need.
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::Value;
@@ -12,15 +14,9 @@ use logferry::context::Ctx;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("LOGFERRY_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_target(false)
-        .without_time()
-        .init();
+    // One JSON object per line, the request id on each (no colour codes).
+    logferry_lambdas::logs::init();
+    logferry_lambdas::install_tls();
     let global = Global {
         data_dir: std::env::var("LOGFERRY_DATA_DIR")
             .unwrap_or_else(|_| "/tmp/logferry-data".into())

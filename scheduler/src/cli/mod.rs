@@ -522,4 +522,33 @@ pub enum DebugCommand {
     /// has not happened there). `LOGFERRY_CRASH_AT=<point>` aborts a
     /// `failpoints` build at that point.
     KillPoints,
+    /// Run a Lambda `bootstrap` against a local Lambda Runtime API (the
+    /// 2018-06-01 protocol, on loopback), hand it the events, print its
+    /// answers and its cold start (process start to its first answer).
+    LambdaInvoke {
+        /// The function's `bootstrap` (e.g. target/lambda/x86_64/logferry-forwarder/bootstrap).
+        bootstrap: PathBuf,
+        /// Event files (JSON), handed in order to the same process.
+        #[arg(required = true)]
+        events: Vec<PathBuf>,
+        /// Environment of the function, KEY=VALUE (repeatable), on top of
+        /// Lambda's own and this process's.
+        #[arg(long = "env", value_name = "KEY=VALUE")]
+        env: Vec<String>,
+        /// Fresh processes to start, each handed every event: the cold
+        /// start is reported per run and as the median.
+        #[arg(long, default_value_t = 1)]
+        runs: usize,
+        /// Longest wait for one answer.
+        #[arg(long, default_value = "60s", value_parser = duration_arg)]
+        timeout: std::time::Duration,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// A duration such as `60s`, `2m` or `500ms`.
+fn duration_arg(s: &str) -> Result<std::time::Duration, String> {
+    logferry_core::config::parse_duration("--timeout", s).map_err(|e| e.to_string())
 }

@@ -691,3 +691,42 @@ pub fn catalog() -> String {
     }
     out
 }
+
+/// `logferry debug lambda-invoke`.
+pub fn lambda_invoke(r: &crate::lambda::LocalInvocations) {
+    let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1} ms"));
+    println!("{} ({:.1} MB)", r.bootstrap, r.bytes as f64 / 1e6);
+    for (i, run) in r.runs.iter().enumerate() {
+        println!(
+            "run {}: init {}, cold start {}, {} answers",
+            i + 1,
+            ms(run.init_ms),
+            ms(run.cold_start_ms),
+            run.outcomes.len()
+        );
+        for o in &run.outcomes {
+            println!(
+                "  {} {} in {:.1} ms: {}",
+                o.request_id,
+                if o.ok { "response" } else { "error" },
+                o.handler_ms,
+                o.body
+            );
+        }
+        if let Some(e) = &run.init_error {
+            println!("  init error: {e}");
+        }
+        if let Some(x) = &run.exited {
+            println!("  exited: {x}");
+            let lines: Vec<&String> = run.stdout.iter().chain(&run.stderr).collect();
+            for l in &lines[lines.len().saturating_sub(10)..] {
+                println!("  | {l}");
+            }
+        }
+    }
+    println!(
+        "median: init {}, cold start {}",
+        ms(r.init_ms_median),
+        ms(r.cold_start_ms_median)
+    );
+}
