@@ -11,6 +11,7 @@ pub mod context;
 pub mod daemon;
 pub mod dashboards;
 pub mod demo;
+pub mod deploy;
 pub mod dlq;
 pub mod error;
 pub mod failures;

@@ -255,6 +255,24 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
             Ok(status_of(r.ok()))
         }
+        Command::Deploy {
+            command:
+                cli::DeployCommand::Render {
+                    aws,
+                    gcp,
+                    out,
+                    json,
+                },
+        } => {
+            let settings = logferry::context::settings(g)?;
+            let r = logferry::deploy::render(settings, *aws, *gcp, out)?;
+            if *json {
+                print_json(&r)?;
+            } else {
+                print::deploy(&r, out);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Verify {
             command: cli::VerifyCommand::Isolation { window: w, json },
         } => {

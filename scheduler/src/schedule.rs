@@ -78,7 +78,7 @@ pub fn ecs_input(s: &Schedule) -> Value {
     json!({"containerOverrides": [{"name": "logferry", "command": ["job", s.name]}]})
 }
 
-fn flexible(s: &Schedule) -> Value {
+pub(crate) fn flexible(s: &Schedule) -> Value {
     match s.job {
         // The nightly load may start within a quarter of an hour.
         Job::Seal => json!({"Mode": "FLEXIBLE", "MaximumWindowInMinutes": 15}),
@@ -88,14 +88,14 @@ fn flexible(s: &Schedule) -> Value {
 
 /// Events older than the schedule's period are not worth retrying: the
 /// next firing does the same work.
-fn max_event_age(s: &Schedule) -> u64 {
+pub(crate) fn max_event_age(s: &Schedule) -> u64 {
     match s.rate() {
         Some(p) => p.as_secs().clamp(60, 86_400),
         None => 3600,
     }
 }
 
-fn resource_name(name: &str) -> String {
+pub(crate) fn resource_name(name: &str) -> String {
     let mut out = String::from("Schedule");
     for part in name.split('-') {
         let mut c = part.chars();
@@ -180,7 +180,7 @@ fn eventbridge(schedules: &[Schedule], t: &Targets) -> Result<String> {
 
 /// One EventBridge Scheduler schedule (the API's and CloudFormation's
 /// field names are the same).
-fn properties(s: &Schedule, target: Value) -> Result<Value> {
+pub(crate) fn properties(s: &Schedule, target: Value) -> Result<Value> {
     Ok(json!({
         "Name": format!("logferry-{}", s.name),
         "Description": format!("logferry {} job", s.job),

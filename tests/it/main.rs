@@ -13,6 +13,7 @@ mod concurrency;
 #[cfg(feature = "failpoints")]
 mod crash;
 mod daemon;
+mod deploy;
 mod dlq;
 mod emulators;
 mod faultproxy;

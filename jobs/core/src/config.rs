@@ -54,6 +54,8 @@ pub struct Config {
     pub aggregate: AggregateConfig,
     /// A Ballista cluster for ad-hoc SQL.
     pub cluster: ClusterConfig,
+    /// What `logferry deploy render` writes for AWS and GCP.
+    pub deploy: DeployConfig,
     /// The warehouse the export stage loads.
     pub warehouse: WarehouseConfig,
     /// Retries of failed windows.
@@ -311,6 +313,97 @@ pub struct AggregateConfig {
 pub struct ClusterConfig {
     /// Empty (this process), `standalone` or `df://host:port`.
     pub scheduler: String,
+}
+
+/// `[deploy]`: the infrastructure `logferry deploy render` writes, beside
+/// the tenants and schedules it takes from the rest of the configuration.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployConfig {
+    /// Prefix of every resource name.
+    pub name: String,
+    /// AWS region of the central account.
+    pub aws_region: String,
+    /// Expected peak writes per tenant stream, records per second.
+    pub records_per_second: f64,
+    /// Expected peak writes per tenant stream, bytes per second.
+    pub bytes_per_second: f64,
+    /// Shards per stream = expected load / a shard's write limit (1,000
+    /// records/s, 1 MB/s) times this, rounded up.
+    pub shard_headroom: f64,
+    /// Per-tenant expected rates where they differ: `id = { records_per_second
+    /// = .., bytes_per_second = .. }`.
+    #[serde(default)]
+    pub tenant_rates: std::collections::BTreeMap<String, TenantRate>,
+    /// Days landing objects are kept in the lake (0: for ever).
+    pub landing_retention_days: u32,
+    /// Days dead letters are kept in the lake (0: for ever).
+    pub dlq_retention_days: u32,
+    /// Days exported objects are kept in the export bucket (0: for ever).
+    pub export_retention_days: u32,
+    /// Lambda architecture: "arm64" or "x86_64".
+    pub lambda_architecture: String,
+    /// Memory of the forwarder, lander and runner functions, MB.
+    pub forwarder_memory_mb: u32,
+    /// Memory of the lander function, MB.
+    pub lander_memory_mb: u32,
+    /// Memory of the runner function, MB.
+    pub runner_memory_mb: u32,
+    /// Google Cloud project of the export bucket and the dataset.
+    pub gcp_project: String,
+    /// Google Cloud location of the export bucket and the dataset.
+    pub gcp_location: String,
+}
+
+/// Expected peak writes of one tenant's stream.
+#[derive(Debug, Clone, Copy, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantRate {
+    /// Records per second.
+    pub records_per_second: f64,
+    /// Bytes per second.
+    pub bytes_per_second: f64,
+}
+
+impl DeployConfig {
+    /// Checks the values.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |what: &str| Err(Error::Config(format!("deploy.{what}")));
+        if self.name.is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            return bad("name: lower-case letters, digits and '-'");
+        }
+        if !["arm64", "x86_64"].contains(&self.lambda_architecture.as_str()) {
+            return bad("lambda_architecture: \"arm64\" or \"x86_64\"");
+        }
+        let rates = std::iter::once((self.records_per_second, self.bytes_per_second)).chain(
+            self.tenant_rates
+                .values()
+                .map(|r| (r.records_per_second, r.bytes_per_second)),
+        );
+        for (r, b) in rates {
+            if !(r.is_finite() && b.is_finite() && r >= 0.0 && b >= 0.0) {
+                return bad("records_per_second and bytes_per_second: numbers, 0 or more");
+            }
+        }
+        if !(self.shard_headroom.is_finite() && self.shard_headroom >= 1.0) {
+            return bad("shard_headroom: 1 or more");
+        }
+        for m in [
+            self.forwarder_memory_mb,
+            self.lander_memory_mb,
+            self.runner_memory_mb,
+        ] {
+            if !(128..=10240).contains(&m) {
+                return bad("*_memory_mb: 128 to 10240");
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Where ad-hoc queries run (validated `[cluster] scheduler`).
@@ -745,6 +838,10 @@ impl Config {
             sql_dir,
             aggregate,
             cluster: ClusterTarget::parse(&self.cluster.scheduler)?,
+            deploy: {
+                self.deploy.validate()?;
+                self.deploy.clone()
+            },
             warehouse,
             partitioning,
             seal_after,
@@ -787,6 +884,8 @@ pub struct Settings {
     pub aggregate: AggregateSettings,
     /// Where ad-hoc queries run.
     pub cluster: ClusterTarget,
+    /// `[deploy]`, validated.
+    pub deploy: DeployConfig,
     /// Warehouse choice.
     pub warehouse: WarehouseSettings,
     /// Warehouse table partitioning.

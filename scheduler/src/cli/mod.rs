@@ -291,6 +291,35 @@ pub enum Command {
         #[command(subcommand)]
         command: ClusterCommand,
     },
+    /// The infrastructure of this configuration, as code.
+    Deploy {
+        /// What to do.
+        #[command(subcommand)]
+        command: DeployCommand,
+    },
+}
+
+/// `logferry deploy ...`.
+#[derive(Debug, Subcommand)]
+pub enum DeployCommand {
+    /// Write the AWS (CloudFormation or Terraform) and GCP (Terraform)
+    /// infrastructure of this configuration's tenants, schedules, stores and
+    /// alarms under --out, and the configuration the Lambda zips carry.
+    Render {
+        /// AWS: the central account and one client account per tenant.
+        #[arg(long, value_enum)]
+        aws: Option<crate::deploy::AwsFormat>,
+        /// GCP: the export bucket, the dataset and its tables, the
+        /// exporter's service account.
+        #[arg(long, value_enum)]
+        gcp: Option<crate::deploy::GcpFormat>,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Print what was written as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `logferry cluster ...`.

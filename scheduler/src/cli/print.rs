@@ -730,3 +730,20 @@ pub fn lambda_invoke(r: &crate::lambda::LocalInvocations) {
         ms(r.cold_start_ms_median)
     );
 }
+
+/// `logferry deploy render`.
+pub fn deploy(r: &crate::deploy::Rendered, out: &std::path::Path) {
+    for f in &r.files {
+        println!("wrote {}", out.join(f).display());
+    }
+    println!("streams (shards from [deploy] rates):");
+    for s in &r.streams {
+        println!(
+            "  {:<28} tenant {:<16} {:>3} shards for {:.0} records/s, {:.0} bytes/s",
+            s.name, s.tenant, s.shards, s.records_per_second, s.bytes_per_second
+        );
+    }
+    for w in &r.warnings {
+        eprintln!("warning: {w}");
+    }
+}
