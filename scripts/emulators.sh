@@ -132,7 +132,11 @@ if __name__ == "__main__":
     sys.exit(main())
 EOF
 
-  start_bg moto "$CACHE/venv-moto/bin/moto_server" -H "$HOST" -p "$MOTO_PORT"
+  # The recorder (off until a test starts it) writes the requests here: the
+  # IAM test compares the calls logferry makes with what its roles grant.
+  : > "$STATE/moto_recording"
+  start_bg moto env MOTO_RECORDER_FILEPATH="$STATE/moto_recording" \
+    "$CACHE/venv-moto/bin/moto_server" -H "$HOST" -p "$MOTO_PORT"
   start_bg gcs "$CACHE/venv-gcs/bin/gcp-storage-emulator" -d "$STATE/gcs" start \
     --host "$HOST" --port "$GCS_PORT" --default-bucket "$EXPORT_BUCKET"
   BQEMU_ENABLE_FORMAT_EXTENSIONS=false BQEMU_GCS_LOCAL_ROOT="$STATE/gcs/.cloudstorage" \
@@ -208,6 +212,7 @@ export BIGQUERY_DATASET=$DATASET
 export LOGFERRY_EMULATOR_LAKE=s3://$LAKE_BUCKET
 export LOGFERRY_EMULATOR_EXPORT=gs://$EXPORT_BUCKET
 export LOGFERRY_EMULATOR_GCS_ROOT=$STATE/gcs/.cloudstorage
+export LOGFERRY_MOTO_RECORDING=$STATE/moto_recording
 export LOGFERRY_CFN_LINT=$CACHE/venv-tools/bin/cfn-lint
 export LOGFERRY_TOOLS_PYTHON=$CACHE/venv-tools/bin/python
 EOF

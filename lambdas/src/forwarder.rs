@@ -947,7 +947,9 @@ mod tests {
             answer: Box::new(|call, r| {
                 let i: usize = r.key[1..].parse().unwrap();
                 Ok(match call {
-                    1 if i.is_multiple_of(3) => Some("ProvisionedThroughputExceededException".into()),
+                    1 if i.is_multiple_of(3) => {
+                        Some("ProvisionedThroughputExceededException".into())
+                    }
                     2 if i == 3 => Some("InternalFailure".into()),
                     _ => None,
                 })

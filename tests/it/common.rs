@@ -399,13 +399,18 @@ pub fn kinesis_payloads(t: &str, other: &str, base: i64) -> Vec<Vec<u8>> {
 
 /// GET `path` of the HTTP server at `addr`: (status, body).
 pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    http_request("GET", addr, path)
+}
+
+/// `method` (no body) on `path` of the HTTP server at `addr`: (status, body).
+pub fn http_request(method: &str, addr: &str, path: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
         .unwrap();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut buf = String::new();

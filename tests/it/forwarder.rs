@@ -97,6 +97,66 @@ fn json_lines(run: &Invoked) -> Vec<Value> {
         .collect()
 }
 
+/// One request of moto's recording as (role key, IAM action, body text).
+fn recorded(line: &str) -> Option<(String, String, String)> {
+    let v: Value = serde_json::from_str(line).ok()?;
+    let header = |name: &str| {
+        v["headers"].as_object().and_then(|h| {
+            h.iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .and_then(|(_, v)| v.as_str().map(str::to_string))
+        })
+    };
+    let auth = header("authorization")?;
+    let cred = auth.split("Credential=").nth(1)?;
+    let mut scope = cred.split('/');
+    let key = scope.next()?.to_string();
+    let service = scope.nth(2)?.to_string();
+    let body = match (v["body"].as_str(), v["body_encoded"].as_bool()) {
+        (Some(b), Some(true)) => base64::engine::general_purpose::STANDARD
+            .decode(b)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default(),
+        (Some(b), _) => b.to_string(),
+        _ => String::new(),
+    };
+    let method = v["method"].as_str()?;
+    let url = v["url"].as_str()?;
+    let query = url.split_once('?').map_or("", |(_, q)| q);
+    let path = url.split_once('?').map_or(url, |(p, _)| p);
+    let path = path
+        .split("://")
+        .nth(1)
+        .map_or(path, |r| r.find('/').map_or("/", |i| &r[i..]));
+    let action = match service.as_str() {
+        "kinesis" => format!("kinesis:{}", header("x-amz-target")?.rsplit('.').next()?),
+        "sts" => format!(
+            "sts:{}",
+            body.split('&').find_map(|kv| kv.strip_prefix("Action="))?
+        ),
+        "s3" => {
+            let object = path.trim_start_matches('/').contains('/');
+            let q = |k: &str| {
+                query
+                    .split('&')
+                    .any(|kv| kv == k || kv.starts_with(&format!("{k}=")))
+            };
+            let a = match method {
+                "GET" | "HEAD" if !object || q("list-type") => "ListBucket",
+                "GET" | "HEAD" => "GetObject",
+                "PUT" | "POST" if q("delete") => "DeleteObject",
+                "PUT" | "POST" => "PutObject",
+                "DELETE" if q("uploadId") => "AbortMultipartUpload",
+                "DELETE" => "DeleteObject",
+                _ => return None,
+            };
+            format!("s3:{a}")
+        }
+        other => format!("{other}:{method} {path}"),
+    };
+    Some((key, action, format!("{url} {body}")))
+}
+
 #[test]
 fn client_logs_reach_bigquery_through_the_forwarder() {
     if emulators().is_none() {
@@ -195,8 +255,22 @@ fn client_logs_reach_bigquery_through_the_forwarder() {
         Duration::from_secs(3),
     );
     proxy.set_rate(0.4);
+    // Each program signs with a key of its own, so that moto's recording
+    // tells whose calls are whose (the tenant writer's are signed with the
+    // credentials moto's STS hands out for the assumed role).
+    let forwarder_key = format!("AKIAFWD{}", env.id.to_uppercase().replace(['_', '-'], ""));
+    let runner_key = format!("AKIARUN{}", env.id.to_uppercase().replace(['_', '-'], ""));
+    env.vars
+        .push(("AWS_ACCESS_KEY_ID".into(), runner_key.clone()));
+    let recording = std::env::var("LOGFERRY_MOTO_RECORDING").ok();
+    let moto_addr = moto.trim_start_matches("http://").to_string();
+    if recording.is_some() {
+        let (status, _) = http_request("POST", &moto_addr, "/moto-api/recorder/start-recording");
+        assert_eq!(status, 200);
+    }
     let fwd_env = |stream: &str| {
         vec![
+            ("AWS_ACCESS_KEY_ID".to_string(), forwarder_key.clone()),
             ("LOGFERRY_FORWARDER_STREAM".to_string(), stream.to_string()),
             (
                 "LOGFERRY_FORWARDER_ROLE_ARN".to_string(),
@@ -371,6 +445,10 @@ fn client_logs_reach_bigquery_through_the_forwarder() {
     let r: Value = serde_json::from_str(&replay).unwrap();
     assert_eq!(r["decode"]["accepted"], 150, "{r:#}");
     crate::procs::step_ok(&env, &crate::procs::strings(&["run"]));
+    if let Some(file) = &recording {
+        http_request("POST", &moto_addr, "/moto-api/recorder/stop-recording");
+        every_call_is_granted(file, &forwarder_key, &runner_key, &tenant_stream, &env.id);
+    }
     let rec = crate::procs::outcome(&env);
     assert_eq!(
         rec.tenants["tenant-0000"]["loaded"], 599,
@@ -380,4 +458,50 @@ fn client_logs_reach_bigquery_through_the_forwarder() {
     assert_eq!(rec.tenants["tenant-0000"]["dead_lettered"], 1);
     assert_eq!(rec.rows.len(), 599);
     assert!(rec.dlq.contains("malformed_json"), "{}", rec.dlq);
+}
+
+/// What the forwarder, the tenant writer role and the runner called on moto
+/// while recording, each within what its rendered role grants.
+fn every_call_is_granted(file: &str, forwarder: &str, runner: &str, stream: &str, id: &str) {
+    use logferry::deploy::iam::{CALLS, Role};
+    use std::collections::{BTreeMap, BTreeSet};
+    let text = std::fs::read_to_string(file).unwrap();
+    let mut seen: BTreeMap<Role, BTreeSet<String>> = BTreeMap::new();
+    for (key, action, what) in text.lines().filter_map(recorded) {
+        let role = if key == forwarder {
+            Role::ClientForwarder
+        } else if key == runner {
+            Role::Runner
+        } else if key.starts_with("ASIA") && what.contains(stream) {
+            Role::TenantWriter
+        } else {
+            continue;
+        };
+        // The runner's S3 calls of this test are under its own prefix.
+        if role == Role::Runner && action.starts_with("s3:") && !what.contains(id) {
+            continue;
+        }
+        seen.entry(role).or_default().insert(action);
+    }
+    eprintln!("calls recorded by role: {seen:?}");
+    for role in [Role::ClientForwarder, Role::TenantWriter, Role::Runner] {
+        let calls = seen.get(&role).cloned().unwrap_or_default();
+        assert!(!calls.is_empty(), "no call of {role:?} recorded: {seen:?}");
+        for a in &calls {
+            assert!(
+                CALLS
+                    .iter()
+                    .any(|c| c.action == a && c.roles.contains(&role)),
+                "{role:?} called {a}, which its role does not grant"
+            );
+        }
+    }
+    let writer = &seen[&Role::TenantWriter];
+    assert!(writer.contains("kinesis:PutRecords"), "{writer:?}");
+    assert!(seen[&Role::ClientForwarder].contains("sts:AssumeRole"));
+    assert!(
+        seen[&Role::ClientForwarder].contains("s3:PutObject"),
+        "the dead letters"
+    );
+    assert!(seen[&Role::Runner].contains("kinesis:GetRecords"));
 }
