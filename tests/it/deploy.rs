@@ -457,3 +457,75 @@ fn every_grant_names_a_call_the_code_makes() {
         }
     }
 }
+
+/// The container's health check and the systemd unit: the Dockerfile's
+/// HEALTHCHECK command passes against the daemon started as its CMD starts
+/// it; its user is not root; `systemd-analyze verify` accepts the unit.
+/// (No Docker engine runs here: the image itself is not built.)
+#[test]
+fn the_container_health_check_and_the_systemd_unit_work() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dockerfile = std::fs::read_to_string(root.join("Dockerfile")).unwrap();
+    let user = dockerfile
+        .lines()
+        .rfind(|l| l.starts_with("USER "))
+        .unwrap();
+    assert!(!user.contains("root") && !user.contains(" 0"), "{user}");
+    let health = dockerfile
+        .split("HEALTHCHECK")
+        .nth(1)
+        .and_then(|h| h.split("CMD ").nth(1))
+        .and_then(|c| c.lines().next())
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(health.contains("/healthz"), "{health}");
+    assert!(dockerfile.contains("CMD [\"daemon\", \"--listen\", \"0.0.0.0:9464\"]"));
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_logferry"))
+        .args(["daemon", "--listen", &format!("127.0.0.1:{port}")])
+        .env("LOGFERRY_DATA_DIR", dir.path())
+        .env_remove("LOGFERRY_CONFIG")
+        .env("LOGFERRY_LOG", "warn")
+        .spawn()
+        .unwrap();
+    let check = health.replace("9464", &port.to_string());
+    let mut ok = false;
+    for _ in 0..100 {
+        let s = Command::new("sh")
+            .args(["-c", &check])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        if s.success() {
+            ok = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    assert!(ok, "{check} never passed");
+    // The unit, its ExecStart pointed at the binary just built.
+    let unit = std::fs::read_to_string(root.join("deploy/systemd/logferry.service"))
+        .unwrap()
+        .replace("/usr/local/bin/logferry", env!("CARGO_BIN_EXE_logferry"));
+    let path = dir.path().join("logferry.service");
+    std::fs::write(&path, unit).unwrap();
+    let Ok(analyze) = which("systemd-analyze") else {
+        eprintln!("systemd-analyze is not installed: the unit was not verified");
+        return;
+    };
+    let v = Command::new(analyze)
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        v.status.success() && v.stderr.is_empty(),
+        "systemd-analyze verify: {}",
+        String::from_utf8_lossy(&v.stderr)
+    );
+}
