@@ -9,6 +9,12 @@
 #
 # Usage: scripts/lambda-build.sh [--arch x86_64|arm64|all] [--profile NAME]
 #                                [--functions forwarder,lander,runner]
+#                                [--config FILE] [--gcp-key FILE]
+#
+# --config adds FILE to the lander and runner zips as logferry.toml (what
+# `logferry deploy render` writes to lambda/logferry.toml; the rendered
+# functions read /var/task/logferry.toml); --gcp-key adds the exporter's
+# service account key to the runner zip as gcp-key.json.
 #
 # arm64 is cross-built: it needs `rustup target add aarch64-unknown-linux-gnu`
 # and a C cross compiler for the crates with C code (zstd, aws-lc):
@@ -20,12 +26,16 @@ cd "$ROOT"
 ARCH=x86_64
 PROFILE=lambda
 FUNCTIONS=forwarder,lander,runner
+CONFIG=
+GCP_KEY=
 while (($#)); do
   case "$1" in
+    --config) CONFIG=$(realpath "$2"); shift 2 ;;
+    --gcp-key) GCP_KEY=$(realpath "$2"); shift 2 ;;
     --arch) ARCH=$2; shift 2 ;;
     --profile) PROFILE=$2; shift 2 ;;
     --functions) FUNCTIONS=$2; shift 2 ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     *) echo "lambda-build: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -55,15 +65,22 @@ glibc_needed() {
   readelf -W --dyn-syms "$1" 2>/dev/null | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -1
 }
 
-zip_one() { # bootstrap -> zip, with the executable bit, deterministic
-  python3 - "$1" "$2" <<'EOF'
+zip_one() { # bootstrap zip [name=file ...]: the executable bit, deterministic
+  python3 - "$@" <<'EOF'
 import sys, zipfile
-src, dst = sys.argv[1], sys.argv[2]
-info = zipfile.ZipInfo("bootstrap", date_time=(2026, 1, 1, 0, 0, 0))
-info.external_attr = 0o100755 << 16
-info.compress_type = zipfile.ZIP_DEFLATED
-with open(src, "rb") as f, zipfile.ZipFile(dst, "w") as z:
-    z.writestr(info, f.read(), compresslevel=9)
+src, dst, extra = sys.argv[1], sys.argv[2], sys.argv[3:]
+def entry(name, mode):
+    info = zipfile.ZipInfo(name, date_time=(2026, 1, 1, 0, 0, 0))
+    info.external_attr = mode << 16
+    info.compress_type = zipfile.ZIP_DEFLATED
+    return info
+with zipfile.ZipFile(dst, "w") as z:
+    with open(src, "rb") as f:
+        z.writestr(entry("bootstrap", 0o100755), f.read(), compresslevel=9)
+    for e in extra:
+        name, path = e.split("=", 1)
+        with open(path, "rb") as f:
+            z.writestr(entry(name, 0o100644), f.read(), compresslevel=9)
 EOF
 }
 
@@ -90,7 +107,10 @@ for arch in "${ARCHES[@]}"; do
     exe="$TARGET_DIR/$triple/$PROFILE/$bin"
     mkdir -p "$out/$bin"
     cp "$exe" "$out/$bin/bootstrap"
-    zip_one "$out/$bin/bootstrap" "$out/$bin.zip"
+    extra=()
+    if [ "$f" != forwarder ] && [ -n "$CONFIG" ]; then extra+=("logferry.toml=$CONFIG"); fi
+    if [ "$f" = runner ] && [ -n "$GCP_KEY" ]; then extra+=("gcp-key.json=$GCP_KEY"); fi
+    zip_one "$out/$bin/bootstrap" "$out/$bin.zip" ${extra[@]+"${extra[@]}"}
     rows+=("$(awk -v b="$bin" -v a="$arch" -v s="$(stat -c %s "$out/$bin/bootstrap")" \
       -v z="$(stat -c %s "$out/$bin.zip")" -v g="$(glibc_needed "$exe")" -v t="${secs}s" \
       'BEGIN { printf "%-20s %-7s %9.1f %9.1f %-12s %6s", b, a, s / 1e6, z / 1e6, g, t }')")

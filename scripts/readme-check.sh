@@ -44,6 +44,8 @@ with open(out, "w") as f:
             line = line.replace("cargo run --release -p logferry",
                                 f"cargo run --quiet --manifest-path {q(repo + '/Cargo.toml')} -p logferry")
             line = line.replace("./target/release/logferry", q(bin_))
+            # The repository's example configurations, from the scratch directory.
+            line = line.replace(" config/", " " + q(repo + "/config") + "/")
             line = re.sub(r"--records \d+", f"--records {records}", line)
             if re.search(r"\bdemo\b", line) and "--records" not in line and not line.lstrip().startswith("#"):
                 line = line.rstrip() + f" --records {records}"
