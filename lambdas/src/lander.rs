@@ -115,32 +115,14 @@ impl Lander {
         Ok(Lander { settings, lake })
     }
 
-    fn tenant_ids(&self) -> Vec<String> {
-        self.settings
-            .tenants
-            .all()
-            .iter()
-            .map(|t| t.id.to_string())
-            .collect()
-    }
-
-    /// The pipeline's clock: the configured reference time, else the wall
-    /// clock.
-    fn now(&self) -> chrono::DateTime<Utc> {
-        self.settings
-            .forward
-            .reference_time
-            .unwrap_or_else(Utc::now)
-    }
-
     /// A CloudWatch Logs subscription event.
     pub async fn logs(&self, event: &Value) -> Result<LogsOutcome> {
         let data = event
             .pointer("/awslogs/data")
             .and_then(Value::as_str)
             .ok_or_else(|| Error::BadInput("awslogs.data is missing".into()))?;
-        let now = self.now().timestamp_micros();
-        let ids = self.tenant_ids();
+        let now = self.settings.now().timestamp_micros();
+        let ids = self.settings.tenant_ids();
         let mut decoder = Decoder::new(&self.settings.forward, &self.settings.tenants, now);
         let mut sink = ChunkSink::new(ids.len(), now);
         let item = ItemCtx {
@@ -167,8 +149,8 @@ impl Lander {
     pub async fn kinesis(&self, event: &Value) -> Result<KinesisEventResponse> {
         let ev = KinesisEvent::deserialize(event)
             .map_err(|e| Error::BadInput(format!("not a Kinesis event: {e}")))?;
-        let ids = self.tenant_ids();
-        let now = self.now().timestamp_micros();
+        let ids = self.settings.tenant_ids();
+        let now = self.settings.now().timestamp_micros();
         let props = writer_properties(&self.settings.parquet)?;
         let ledger = Ledger::new(self.lake.store.clone(), STATE);
         let mut response = KinesisEventResponse::default();

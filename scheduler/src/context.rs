@@ -82,20 +82,12 @@ impl Ctx {
 
     /// The configured tenants' ids.
     pub fn tenant_ids(&self) -> Vec<String> {
-        self.settings
-            .tenants
-            .all()
-            .iter()
-            .map(|t| t.id.to_string())
-            .collect()
+        self.settings.tenant_ids()
     }
 
     /// The pipeline's clock: the configured reference time, else the wall
     /// clock.
     pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
-        self.settings
-            .forward
-            .reference_time
-            .unwrap_or_else(chrono::Utc::now)
+        self.settings.now()
     }
 }

@@ -426,3 +426,63 @@ pub fn http_request(method: &str, addr: &str, path: &str) -> (u16, String) {
         .unwrap_or_default();
     (status, body)
 }
+
+/// A CloudWatch Logs group with the stream `app`, subscribed (every event)
+/// to `destination_arn` under the filter name `filter`.
+pub async fn subscribed_log_group(
+    group: &str,
+    filter: &str,
+    destination_arn: String,
+) -> aws_sdk_cloudwatchlogs::Client {
+    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await;
+    let logs = aws_sdk_cloudwatchlogs::Client::new(&conf);
+    logs.create_log_group()
+        .log_group_name(group)
+        .send()
+        .await
+        .unwrap();
+    logs.create_log_stream()
+        .log_group_name(group)
+        .log_stream_name("app")
+        .send()
+        .await
+        .unwrap();
+    logs.put_subscription_filter()
+        .log_group_name(group)
+        .filter_name(filter)
+        .filter_pattern("")
+        .destination_arn(destination_arn)
+        .role_arn("arn:aws:iam::123456789012:role/cwl-subscription")
+        .send()
+        .await
+        .unwrap();
+    logs
+}
+
+/// One PutLogEvents call of `(timestamp ms, message)` events into
+/// `group`'s stream `app`.
+pub async fn put_log_events(
+    logs: &aws_sdk_cloudwatchlogs::Client,
+    group: &str,
+    events: impl IntoIterator<Item = (i64, String)>,
+) {
+    let events: Vec<_> = events
+        .into_iter()
+        .map(|(t, m)| {
+            aws_sdk_cloudwatchlogs::types::InputLogEvent::builder()
+                .timestamp(t)
+                .message(m)
+                .build()
+                .unwrap()
+        })
+        .collect();
+    logs.put_log_events()
+        .log_group_name(group)
+        .log_stream_name("app")
+        .set_log_events(Some(events))
+        .send()
+        .await
+        .unwrap();
+}

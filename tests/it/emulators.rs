@@ -591,57 +591,22 @@ fn cloudwatch_logs_subscription_to_kinesis_on_moto() {
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         };
-        let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .load()
-            .await;
-        let logs = aws_sdk_cloudwatchlogs::Client::new(&conf);
-        logs.create_log_group()
-            .log_group_name(&group)
-            .send()
-            .await
-            .unwrap();
-        logs.create_log_stream()
-            .log_group_name(&group)
-            .log_stream_name("app")
-            .send()
-            .await
-            .unwrap();
-        logs.put_subscription_filter()
-            .log_group_name(&group)
-            .filter_name("to-kinesis")
-            .filter_pattern("")
-            .destination_arn(arn)
-            .role_arn("arn:aws:iam::123456789012:role/cwl-to-kinesis")
-            .send()
-            .await
-            .unwrap();
+        let logs = subscribed_log_group(&group, "to-kinesis", arn).await;
         let base = now.timestamp_millis() - 120_000;
         for call in 0..2i64 {
-            let events: Vec<_> = (0..10i64)
-                .map(|i| {
-                    let n = call * 10 + i;
-                    let message = if n == 13 {
-                        "not json at all".to_string()
-                    } else {
-                        format!(
-                            r#"{{"level":"INFO","service":"api","message":"event {n}","timestamp":{}}}"#,
-                            base + n
-                        )
-                    };
-                    aws_sdk_cloudwatchlogs::types::InputLogEvent::builder()
-                        .timestamp(base + n)
-                        .message(message)
-                        .build()
-                        .unwrap()
-                })
-                .collect();
-            logs.put_log_events()
-                .log_group_name(&group)
-                .log_stream_name("app")
-                .set_log_events(Some(events))
-                .send()
-                .await
-                .unwrap();
+            let events = (0..10i64).map(|i| {
+                let n = call * 10 + i;
+                let message = if n == 13 {
+                    "not json at all".to_string()
+                } else {
+                    format!(
+                        r#"{{"level":"INFO","service":"api","message":"event {n}","timestamp":{}}}"#,
+                        base + n
+                    )
+                };
+                (base + n, message)
+            });
+            put_log_events(&logs, &group, events).await;
         }
     });
     let out = crate::procs::step_ok(

@@ -86,6 +86,17 @@ async fn captured(k: &aws_sdk_kinesis::Client, stream: &str) -> Vec<Value> {
     out
 }
 
+/// The time of the first log event of an `awslogs` event.
+fn first_event_time(e: &Value) -> i64 {
+    let gz = base64::engine::general_purpose::STANDARD
+        .decode(e["awslogs"]["data"].as_str().unwrap())
+        .unwrap();
+    let mut json = Vec::new();
+    logferry_forward::cwl::gunzip_bounded(&gz, 1 << 24, &mut json).unwrap();
+    let v: Value = serde_json::from_slice(&json).unwrap();
+    v["logEvents"][0]["timestamp"].as_i64().unwrap()
+}
+
 /// The forwarder's stdout: every line JSON, no colour codes.
 fn json_lines(run: &Invoked) -> Vec<Value> {
     run.stdout
@@ -183,62 +194,31 @@ fn client_logs_reach_bigquery_through_the_forwarder() {
         let k = logferry_forward::kinesis::client(&settings.aws).await;
         active_arn(&k, &tenant_stream).await;
         let capture_arn = active_arn(&k, &capture).await;
-        let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .load()
-            .await;
-        let logs = aws_sdk_cloudwatchlogs::Client::new(&conf);
-        logs.create_log_group()
-            .log_group_name(&group)
-            .send()
-            .await
-            .unwrap();
-        logs.create_log_stream()
-            .log_group_name(&group)
-            .log_stream_name("app")
-            .send()
-            .await
-            .unwrap();
-        logs.put_subscription_filter()
-            .log_group_name(&group)
-            .filter_name("logferry-forwarder")
-            .filter_pattern("")
-            .destination_arn(capture_arn)
-            .role_arn("arn:aws:iam::111122223333:role/cwl-subscription")
-            .send()
-            .await
-            .unwrap();
+        let logs = subscribed_log_group(&group, "logferry-forwarder", capture_arn).await;
         // Four PutLogEvents calls of 150 events; one event is not JSON.
         let base = now.timestamp_millis() - 120_000;
         for call in 0..4i64 {
-            let events: Vec<_> = (0..150i64)
-                .map(|i| {
-                    let n = call * 150 + i;
-                    let message = if n == 77 {
-                        "not json at all".to_string()
-                    } else {
-                        format!(
-                            r#"{{"level":"INFO","service":"api","message":"event {n} {}","timestamp":{}}}"#,
-                            "x".repeat(200),
-                            base + n
-                        )
-                    };
-                    aws_sdk_cloudwatchlogs::types::InputLogEvent::builder()
-                        .timestamp(base + n)
-                        .message(message)
-                        .build()
-                        .unwrap()
-                })
-                .collect();
-            logs.put_log_events()
-                .log_group_name(&group)
-                .log_stream_name("app")
-                .set_log_events(Some(events))
-                .send()
-                .await
-                .unwrap();
+            let events = (0..150i64).map(|i| {
+                let n = call * 150 + i;
+                let message = if n == 77 {
+                    "not json at all".to_string()
+                } else {
+                    format!(
+                        r#"{{"level":"INFO","service":"api","message":"event {n} {}","timestamp":{}}}"#,
+                        "x".repeat(200),
+                        base + n
+                    )
+                };
+                (base + n, message)
+            });
+            put_log_events(&logs, &group, events).await;
         }
         let mut events = captured(&k, &capture).await;
         assert_eq!(events.len(), 4, "one subscription payload per call");
+        // In the order of the calls (the capture stream's shards are read
+        // one after the other), so that the proxy's faults fall on the same
+        // calls every run.
+        events.sort_by_key(|e| first_event_time(e));
         // The last payload goes to a forwarder whose stream does not exist.
         let late = events.pop().unwrap();
         (events, late)
@@ -455,7 +435,13 @@ fn client_logs_reach_bigquery_through_the_forwarder() {
         "every event but the one that is not JSON, once: {:#}",
         rec.tenants
     );
-    assert_eq!(rec.tenants["tenant-0000"]["dead_lettered"], 1);
+    let t = &rec.tenants["tenant-0000"];
+    assert_eq!(t["dead_lettered"], 1, "{t:#}");
+    assert_eq!(
+        t["received"].as_u64(),
+        Some(599 + 1 + t["duplicates"].as_u64().unwrap()),
+        "received = loaded + dead-lettered + duplicates: {t:#}"
+    );
     assert_eq!(rec.rows.len(), 599);
     assert!(rec.dlq.contains("malformed_json"), "{}", rec.dlq);
 }

@@ -1012,6 +1012,23 @@ pub enum Partitioning {
     Day,
 }
 
+impl Settings {
+    /// The configured tenants' ids, in configuration order.
+    pub fn tenant_ids(&self) -> Vec<String> {
+        self.tenants
+            .all()
+            .iter()
+            .map(|t| t.id.to_string())
+            .collect()
+    }
+
+    /// The pipeline's clock: the configured reference time, else the wall
+    /// clock.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.forward.reference_time.unwrap_or_else(chrono::Utc::now)
+    }
+}
+
 /// Validated `[aws]`.
 #[derive(Debug, Clone)]
 pub struct AwsSettings {
