@@ -218,7 +218,7 @@ fn client_logs_reach_bigquery_through_the_forwarder() {
         // In the order of the calls (the capture stream's shards are read
         // one after the other), so that the proxy's faults fall on the same
         // calls every run.
-        events.sort_by_key(|e| first_event_time(e));
+        events.sort_by_key(first_event_time);
         // The last payload goes to a forwarder whose stream does not exist.
         let late = events.pop().unwrap();
         (events, late)
