@@ -85,6 +85,7 @@ EOF
 }
 
 rows=()
+too_new=()
 for arch in "${ARCHES[@]}"; do
   case "$arch" in
     x86_64) triple=x86_64-unknown-linux-gnu ;;
@@ -111,6 +112,10 @@ for arch in "${ARCHES[@]}"; do
     if [ "$f" != forwarder ] && [ -n "$CONFIG" ]; then extra+=("logferry.toml=$CONFIG"); fi
     if [ "$f" = runner ] && [ -n "$GCP_KEY" ]; then extra+=("gcp-key.json=$GCP_KEY"); fi
     zip_one "$out/$bin/bootstrap" "$out/$bin.zip" ${extra[@]+"${extra[@]}"}
+    need=$(glibc_needed "$exe")
+    if [ "$(printf '%s\n' "$need" GLIBC_2.34 | sort -V | tail -1)" != GLIBC_2.34 ]; then
+      too_new+=("$bin ($arch) needs $need")
+    fi
     rows+=("$(awk -v b="$bin" -v a="$arch" -v s="$(stat -c %s "$out/$bin/bootstrap")" \
       -v z="$(stat -c %s "$out/$bin.zip")" -v g="$(glibc_needed "$exe")" -v t="${secs}s" \
       'BEGIN { printf "%-20s %-7s %9.1f %9.1f %-12s %6s", b, a, s / 1e6, z / 1e6, g, t }')")
@@ -119,3 +124,7 @@ done
 printf '%-20s %-7s %9s %9s %-12s %6s\n' function arch "binary MB" "zip MB" "needs" build
 printf '%s\n' "${rows[@]}"
 echo "zips in target/lambda/<arch>/ (limit for a direct upload: 50 MB)"
+if ((${#too_new[@]})); then
+  printf 'lambda-build: %s: provided.al2023 has glibc 2.34, so it will not start there\n' "${too_new[@]}" >&2
+  exit 1
+fi
