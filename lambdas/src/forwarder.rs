@@ -468,15 +468,13 @@ pub fn pack(env: &cwl::Envelope<'_>, record_bytes: usize) -> Result<Vec<Rec>> {
         one.extend_from_slice(br#","message":"#);
         serde_json::to_writer(&mut one, e.message.as_ref())?;
         one.push(b'}');
-        if one.len() + frame > record_bytes {
-            // CloudWatch Logs events are at most 256 KiB; one larger than a
-            // record still travels alone, within Kinesis' 1 MiB.
-            if one.len() + frame > MAX_RECORD_BYTES {
-                return Err(Error::BadInput(format!(
-                    "a log event of {} bytes cannot fit one Kinesis record",
-                    one.len()
-                )));
-            }
+        // CloudWatch Logs events are at most 256 KiB; one larger than a
+        // record travels alone, within Kinesis' 1 MiB.
+        if one.len() + frame > MAX_RECORD_BYTES {
+            return Err(Error::BadInput(format!(
+                "a log event of {} bytes cannot fit one Kinesis record",
+                one.len()
+            )));
         }
         if !events.is_empty() && size + 1 + one.len() > record_bytes {
             flush(&mut events, &mut out)?;

@@ -299,8 +299,9 @@ pub async fn kinesis(env: &Env) -> aws_sdk_kinesis::Client {
     logferry_forward::kinesis::client(&env.ctx().await.settings.aws).await
 }
 
-/// Creates streams of two shards and waits until they are active.
-pub async fn create_streams(k: &aws_sdk_kinesis::Client, names: &[String]) {
+/// Creates streams of two shards, waits until they are active, and returns
+/// their ARNs.
+pub async fn create_streams(k: &aws_sdk_kinesis::Client, names: &[String]) -> Vec<String> {
     for n in names {
         k.create_stream()
             .stream_name(n)
@@ -309,6 +310,7 @@ pub async fn create_streams(k: &aws_sdk_kinesis::Client, names: &[String]) {
             .await
             .unwrap();
     }
+    let mut arns = Vec::new();
     for n in names {
         loop {
             let d = k
@@ -316,15 +318,17 @@ pub async fn create_streams(k: &aws_sdk_kinesis::Client, names: &[String]) {
                 .stream_name(n)
                 .send()
                 .await
+                .unwrap()
+                .stream_description_summary
                 .unwrap();
-            if d.stream_description_summary.unwrap().stream_status
-                == aws_sdk_kinesis::types::StreamStatus::Active
-            {
+            if d.stream_status == aws_sdk_kinesis::types::StreamStatus::Active {
+                arns.push(d.stream_arn);
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     }
+    arns
 }
 
 /// Puts records into a stream, each under its own partition key.

@@ -571,26 +571,7 @@ fn cloudwatch_logs_subscription_to_kinesis_on_moto() {
     rt.block_on(async {
         let settings = env.ctx().await.settings.clone();
         let k = logferry_forward::kinesis::client(&settings.aws).await;
-        k.create_stream()
-            .stream_name(&stream)
-            .shard_count(1)
-            .send()
-            .await
-            .unwrap();
-        let arn = loop {
-            let d = k
-                .describe_stream_summary()
-                .stream_name(&stream)
-                .send()
-                .await
-                .unwrap()
-                .stream_description_summary
-                .unwrap();
-            if d.stream_status == aws_sdk_kinesis::types::StreamStatus::Active {
-                break d.stream_arn;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        };
+        let arn = create_streams(&k, std::slice::from_ref(&stream)).await.remove(0);
         let logs = subscribed_log_group(&group, "to-kinesis", arn).await;
         let base = now.timestamp_millis() - 120_000;
         for call in 0..2i64 {

@@ -34,29 +34,6 @@ fn sibling(name: &str) -> PathBuf {
     p
 }
 
-async fn active_arn(k: &aws_sdk_kinesis::Client, stream: &str) -> String {
-    k.create_stream()
-        .stream_name(stream)
-        .shard_count(2)
-        .send()
-        .await
-        .unwrap();
-    loop {
-        let d = k
-            .describe_stream_summary()
-            .stream_name(stream)
-            .send()
-            .await
-            .unwrap()
-            .stream_description_summary
-            .unwrap();
-        if d.stream_status == aws_sdk_kinesis::types::StreamStatus::Active {
-            return d.stream_arn;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Every record of every shard of `stream`, as Lambda's `awslogs` events.
 async fn captured(k: &aws_sdk_kinesis::Client, stream: &str) -> Vec<Value> {
     let b64 = base64::engine::general_purpose::STANDARD;
@@ -192,8 +169,9 @@ fn client_logs_reach_bigquery_through_the_forwarder() {
     let (events, late) = rt.block_on(async {
         let settings = env.ctx().await.settings.clone();
         let k = logferry_forward::kinesis::client(&settings.aws).await;
-        active_arn(&k, &tenant_stream).await;
-        let capture_arn = active_arn(&k, &capture).await;
+        let capture_arn = create_streams(&k, &[tenant_stream.clone(), capture.clone()])
+            .await
+            .remove(1);
         let logs = subscribed_log_group(&group, "logferry-forwarder", capture_arn).await;
         // Four PutLogEvents calls of 150 events; one event is not JSON.
         let base = now.timestamp_millis() - 120_000;

@@ -247,35 +247,31 @@ pub fn files(
             ));
         }
     }
-    match aws {
-        Some(AwsFormat::Cloudformation) => {
+    if let Some(format) = aws {
+        type Client = fn(&Model, &str) -> Result<serde_json::Value>;
+        let (central, client, client_path): (_, Client, fn(&str) -> String) = match format {
+            AwsFormat::Cloudformation => (
+                ("aws/central.cfn.json", aws::central_cfn(&model)?),
+                aws::client_cfn,
+                |id| format!("aws/client-{id}.cfn.json"),
+            ),
+            AwsFormat::Terraform => (
+                ("aws/central/main.tf.json", aws::central_tf(&model)?),
+                aws::client_tf,
+                |id| format!("aws/client-{id}/main.tf.json"),
+            ),
+        };
+        out.push((PathBuf::from(central.0), pretty(&central.1)?));
+        for (id, _, _) in &model.tenants {
             out.push((
-                PathBuf::from("aws/central.cfn.json"),
-                pretty(&aws::central_cfn(&model)?)?,
+                PathBuf::from(client_path(id)),
+                pretty(&client(&model, id)?)?,
             ));
-            for (id, _, _) in &model.tenants {
-                out.push((
-                    PathBuf::from(format!("aws/client-{id}.cfn.json")),
-                    pretty(&aws::client_cfn(&model, id)?)?,
-                ));
-            }
         }
-        Some(AwsFormat::Terraform) => {
-            out.push((
-                PathBuf::from("aws/central/main.tf.json"),
-                pretty(&aws::central_tf(&model)?)?,
-            ));
-            for (id, _, _) in &model.tenants {
-                out.push((
-                    PathBuf::from(format!("aws/client-{id}/main.tf.json")),
-                    pretty(&aws::client_tf(&model, id)?)?,
-                ));
-            }
-        }
-        None => {}
-    }
-    if aws.is_some() {
-        out.push((PathBuf::from("lambda/logferry.toml"), lambda_config(&model)));
+        out.push((
+            PathBuf::from("lambda/logferry.toml"),
+            lambda_config(&model)?,
+        ));
     }
     if let Some(GcpFormat::Terraform) = gcp {
         let WarehouseSettings::BigQuery(bq) = &settings.warehouse else {
@@ -321,43 +317,84 @@ fn pretty(v: &serde_json::Value) -> Result<String> {
 }
 
 /// The configuration the lander and runner zips carry (`LOGFERRY_CONFIG`):
-/// this one's tenants, stores, schedules and thresholds, as TOML.
-fn lambda_config(m: &Model) -> String {
+/// this one's stores, tenants and schedules, as TOML.
+fn lambda_config(m: &Model) -> Result<String> {
+    use toml::{Table, Value as T};
     let s = &m.settings;
-    let mut out = String::from(
+    let table = |pairs: Vec<(&str, T)>| -> T {
+        T::Table(pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+    };
+    let strs = |v: &[String]| T::Array(v.iter().cloned().map(T::String).collect());
+    let mut doc = Table::new();
+    doc.insert(
+        "storage".into(),
+        table(vec![
+            ("lake", T::String(s.lake_url.clone())),
+            ("export", T::String(s.export_url.clone())),
+        ]),
+    );
+    doc.insert(
+        "aws".into(),
+        table(vec![("region", T::String(m.region.clone()))]),
+    );
+    doc.insert(
+        "metrics".into(),
+        table(vec![
+            ("namespace", T::String(s.metrics.namespace.clone())),
+            ("environment", T::String(s.metrics.environment.clone())),
+        ]),
+    );
+    if let WarehouseSettings::BigQuery(bq) = &s.warehouse {
+        doc.insert(
+            "warehouse".into(),
+            table(vec![("kind", T::String("bigquery".into()))]),
+        );
+        doc.insert(
+            "bigquery".into(),
+            table(vec![
+                ("project", T::String(bq.project.clone())),
+                ("dataset", T::String(bq.dataset.clone())),
+                ("location", T::String(bq.location.clone())),
+            ]),
+        );
+    }
+    let tenants = m
+        .tenants
+        .iter()
+        .map(|(id, accounts, groups)| {
+            let streams: Vec<String> = m
+                .streams
+                .iter()
+                .filter(|p| &p.tenant == id)
+                .map(|p| p.name.clone())
+                .collect();
+            table(vec![
+                ("id", T::String(id.clone())),
+                ("streams", strs(&streams)),
+                ("log_groups", strs(groups)),
+                ("accounts", strs(accounts)),
+            ])
+        })
+        .collect();
+    doc.insert("tenant".into(), T::Array(tenants));
+    let schedules = s
+        .schedules
+        .iter()
+        .map(|sc| {
+            table(vec![
+                ("name", T::String(sc.name.clone())),
+                ("job", T::String(sc.job.as_str().into())),
+                ("expression", T::String(sc.text.clone())),
+                ("timezone", T::String(sc.timezone.name().into())),
+            ])
+        })
+        .collect();
+    doc.insert("schedule".into(), T::Array(schedules));
+    let body = toml::to_string(&doc)
+        .map_err(|e| Error::Fatal(format!("writing lambda/logferry.toml: {e}")))?;
+    Ok(format!(
         "# The configuration of the lander and runner functions (LOGFERRY_CONFIG in the\n\
          # zip), written by `logferry deploy render`. Keep it in step with the one it\n\
-         # was rendered from: render again after changing tenants or schedules.\n\n",
-    );
-    out.push_str(&format!(
-        "[storage]\nlake = {:?}\nexport = {:?}\n\n[aws]\nregion = {:?}\n\n[metrics]\nnamespace = {:?}\nenvironment = {:?}\n\n",
-        s.lake_url, s.export_url, m.region, s.metrics.namespace, s.metrics.environment
-    ));
-    if let WarehouseSettings::BigQuery(bq) = &s.warehouse {
-        out.push_str(&format!(
-            "[warehouse]\nkind = \"bigquery\"\n\n[bigquery]\nproject = {:?}\ndataset = {:?}\nlocation = {:?}\n\n",
-            bq.project, bq.dataset, bq.location
-        ));
-    }
-    for (id, accounts, groups) in &m.tenants {
-        let streams: Vec<&str> = m
-            .streams
-            .iter()
-            .filter(|p| &p.tenant == id)
-            .map(|p| p.name.as_str())
-            .collect();
-        out.push_str(&format!(
-            "[[tenant]]\nid = {id:?}\nstreams = {streams:?}\nlog_groups = {groups:?}\naccounts = {accounts:?}\n\n"
-        ));
-    }
-    for sc in &s.schedules {
-        out.push_str(&format!(
-            "[[schedule]]\nname = {:?}\njob = {:?}\nexpression = {:?}\ntimezone = {:?}\n\n",
-            sc.name,
-            sc.job.as_str(),
-            sc.text,
-            sc.timezone.name()
-        ));
-    }
-    out
+         # was rendered from: render again after changing tenants or schedules.\n\n{body}"
+    ))
 }
